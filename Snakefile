@@ -1,0 +1,25 @@
+# Dual randomized smoothing pipeline: data -> experts -> labels -> estimator -> certificates -> tables.
+# `snakemake --cores 2` builds the default targets (config: default_targets);
+# `snakemake results/tables/<experiment>.csv` builds one experiment.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/label.smk"
+include: "workflow/rules/estimator.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/certify.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        default_targets(),
+    default_target: True

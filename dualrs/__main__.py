@@ -1,0 +1,3 @@
+from dualrs.cli import main
+
+main()

@@ -1,0 +1,253 @@
+"""``dualrs <command>``: one command per pipeline step (see ``dualrs --help``).
+
+Arguments are validated before any work starts; each command calls one function of
+:mod:`dualrs.tasks`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from dualrs import tasks
+from dualrs.io import concat_tables
+from dualrs.train import Optim
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def level(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 0.5), got {text!r}")
+    return value
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+def sigma_path(text: str) -> tuple[float, Path]:
+    """``SIGMA=PATH``."""
+    sigma, sep, path = text.partition("=")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"expected SIGMA=PATH, got {text!r}")
+    return positive_float(sigma), Path(path)
+
+
+def name_path(text: str) -> tuple[str, Path]:
+    """``NAME=PATH``."""
+    name, sep, path = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {text}")
+    return path
+
+
+def existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"directory not found: {text}")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dualrs", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str, *, data: bool = True, sampling: bool = False, optim: bool = False,
+                denoiser: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+        sub.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+        if data:
+            sub.add_argument("--dataset", required=True, help="registry name: digits, cifar10, imagenet")
+            sub.add_argument("--root", type=Path, required=True, help="folder written by prepare-data")
+            sub.add_argument("--data-options", type=json_object, default={}, help="JSON object")
+        if sampling:
+            sub.add_argument("--n0", type=positive_int, required=True)
+            sub.add_argument("--n", type=positive_int, required=True)
+            sub.add_argument("--batch-size", type=positive_int, required=True)
+            sub.add_argument("--every", type=positive_int, default=1, help="certify every k-th sample")
+            sub.add_argument("--shard", type=int, default=0)
+            sub.add_argument("--num-shards", type=positive_int, default=1)
+        if optim:
+            sub.add_argument("--epochs", type=positive_int, required=True)
+            sub.add_argument("--batch-size" if not sampling else "--train-batch-size", dest="train_batch_size",
+                             type=positive_int, required=True)
+            sub.add_argument("--lr", type=positive_float, required=True)
+            sub.add_argument("--weight-decay", type=nonnegative_float, default=0.0)
+            sub.add_argument("--num-workers", type=int, default=0)
+        if denoiser:
+            sub.add_argument("--denoiser", type=existing_dir, default=None,
+                             help="diffusers UNet directory: denoised smoothing when given")
+        return sub
+
+    sub = command("prepare-data", "write the dataset's stable on-disk form under --root")
+    sub.set_defaults(run=lambda a: tasks.prepare_data(_data(a), a.seed))
+
+    sub = command("train-denoiser", "train a small DDPM on the training split (Ho et al. 2020)")
+    sub.add_argument("--steps", type=positive_int, required=True)
+    sub.add_argument("--batch-size", type=positive_int, required=True)
+    sub.add_argument("--lr", type=positive_float, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: tasks.train_denoiser(_data(a), a.out, a.steps, a.batch_size, a.lr, a.seed, a.device))
+
+    sub = command("train-classifier", "train a classifier under Gaussian noise σ", optim=True)
+    sub.add_argument("--arch", required=True)
+    sub.add_argument("--model-options", type=json_object, default={})
+    sub.add_argument("--sigma", type=nonnegative_float, required=True, help="training noise (0: clean)")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: tasks.train_classifier_model(
+        _data(a), a.out, a.arch, a.model_options, a.sigma, _optim(a), a.seed, a.device))
+
+    for name, stage in (("label", "certify training samples under one σ (estimator labels)"),
+                        ("certify-global", "standard RS at one global σ on the test split")):
+        sub = command(name, stage, sampling=True, denoiser=True)
+        sub.add_argument("--classifier", type=existing_file, required=True)
+        sub.add_argument("--sigma", type=positive_float, required=True)
+        sub.add_argument("--alpha", type=level, required=True)
+        sub.add_argument("--out", type=Path, required=True)
+        run = tasks.label if name == "label" else tasks.certify_global
+        sub.set_defaults(run=lambda a, run=run: run(_data(a), a.classifier, a.sigma, a.denoiser, _sampling(a),
+                                                    a.alpha, a.out, a.device))
+
+    sub = command("certify-dual", "dual RS on the test split (Theorem 4.2)", sampling=True, denoiser=True)
+    sub.add_argument("--estimator", type=existing_file, required=True)
+    sub.add_argument("--classifier", type=sigma_path, action="append", required=True, help="SIGMA=CHECKPOINT")
+    sub.add_argument("--sigma-e", type=positive_float, required=True)
+    sub.add_argument("--alpha", type=level, required=True)
+    sub.add_argument("--beta", type=level, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: tasks.certify_dual(
+        _data(a), a.estimator, _by_sigma(a.classifier), a.sigma_e, a.denoiser, _sampling(a), a.alpha, a.beta,
+        a.out, a.device))
+
+    sub = command("train-estimator", "train the variance estimator from label tables", optim=True, denoiser=True)
+    sub.add_argument("--labels", type=sigma_path, action="append", required=True, help="SIGMA=TSV, one per σ")
+    sub.add_argument("--arch", required=True)
+    sub.add_argument("--model-options", type=json_object, default={})
+    sub.add_argument("--sigma-e", type=positive_float, required=True)
+    sub.add_argument("--temperature", type=positive_float, required=True)
+    sub.add_argument("--lam", type=nonnegative_float, default=40.0)
+    sub.add_argument("--eta", type=nonnegative_float, default=0.5)
+    sub.add_argument("--copies", type=positive_int, default=2)
+    sub.add_argument("--weights", type=existing_file, default=None, help="timm checkpoint initialising the backbone")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: tasks.train_estimator_model(
+        _data(a), _by_sigma(a.labels), a.out, a.arch, a.model_options, a.sigma_e, a.temperature, a.lam, a.eta,
+        a.copies, _optim(a), a.seed, a.denoiser, a.device, a.weights))
+
+    sub = command("route", "route every training input to the estimator's majority-vote sigma", denoiser=True)
+    sub.add_argument("--estimator", type=existing_file, required=True)
+    sub.add_argument("--sigma-e", type=positive_float, required=True)
+    sub.add_argument("--n", type=positive_int, required=True, help="noise draws per vote")
+    sub.add_argument("--batch-size", type=positive_int, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: tasks.route_training_set(
+        _data(a), a.estimator, a.sigma_e, a.n, a.batch_size, a.seed, a.denoiser, a.out, a.device))
+
+    sub = command("finetune", "finetune the classifier for one sigma on the inputs routed to it", optim=True,
+                  denoiser=True)
+    sub.add_argument("--classifier", type=existing_file, required=True)
+    sub.add_argument("--sigma", type=positive_float, required=True)
+    sub.add_argument("--routes", type=existing_file, required=True, help="TSV written by `dualrs route`")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: tasks.finetune_classifier(
+        _data(a), a.classifier, a.sigma, a.routes, _optim(a), a.seed, a.denoiser, a.out, a.device))
+
+    sub = command("fetch-pretrained", "store off-the-shelf timm weights as a dualrs checkpoint")
+    sub.add_argument("--arch", required=True)
+    sub.add_argument("--model-options", type=json_object, default={})
+    sub.add_argument("--weights", type=existing_file, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: tasks.fetch_pretrained(_data(a), a.arch, a.model_options, a.weights, a.out))
+
+    sub = command("merge", "concatenate shard tables sorted by idx", data=False)
+    sub.add_argument("inputs", type=existing_file, nargs="+")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: concat_tables(a.inputs, a.out))
+
+    sub = command("report", "certified-accuracy table and figures", data=False)
+    sub.add_argument("--global", dest="global_tables", type=sigma_path, action="append", default=[],
+                     help="SIGMA=TSV")
+    sub.add_argument("--dual", type=name_path, action="append", default=[], help="NAME=TSV")
+    sub.add_argument("--radii", type=nonnegative_float, nargs="+", required=True)
+    sub.add_argument("--title", default="")
+    sub.add_argument("--table", type=Path, required=True, help="CSV path; .md and .tex written beside it")
+    sub.add_argument("--figures", type=Path, required=True)
+    sub.set_defaults(run=lambda a: tasks.report(
+        _by_sigma(a.global_tables), dict(a.dual), a.radii, a.table, a.figures, a.title))
+    return parser
+
+
+def _by_sigma(pairs: Sequence[tuple[float, Path]]) -> dict[float, Path]:
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        raise SystemExit(f"dualrs: error: a sigma is given twice in {[f'{s}={p}' for s, p in pairs]}")
+    return mapping
+
+
+def _data(a: argparse.Namespace) -> tasks.DataRef:
+    return tasks.DataRef(a.dataset, a.root, a.data_options)
+
+
+def _sampling(a: argparse.Namespace) -> tasks.Sampling:
+    if not 0 <= a.shard < a.num_shards:
+        raise SystemExit(f"dualrs: error: --shard must lie in [0, {a.num_shards}), got {a.shard}")
+    return tasks.Sampling(a.n0, a.n, a.batch_size, a.seed, a.every, a.shard, a.num_shards)
+
+
+def _optim(a: argparse.Namespace) -> Optim:
+    return Optim(a.epochs, a.train_batch_size, a.lr, a.weight_decay, a.num_workers)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"dualrs {args.command}: error: {error}")
+
+
+if __name__ == "__main__":
+    main()

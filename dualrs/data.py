@@ -1,0 +1,352 @@
+"""Dataset registry: ``digits``, ``cifar10`` and ``imagenet``.
+
+Every dataset is described by a :class:`DatasetSpec` in :data:`DATASETS`. The
+pipeline calls :func:`prepare_dataset` once per dataset (writing a stable
+on-disk form under ``data/{name}`` that ends with a ``READY`` manifest) and
+later :func:`load_split`, which yields ``(x, y)`` items with ``x`` a float32
+``C x H x W`` tensor in ``[0, 1]`` and ``y`` an ``int`` label.
+
+Options are passed as keyword arguments (``data_options`` in the config);
+unknown names and values are rejected with a :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset, Subset, TensorDataset
+from torchvision import transforms
+from torchvision.datasets import CIFAR10, ImageFolder
+
+SPLITS = ("train", "test")
+READY = "READY"
+
+# Marks an option that changes what prepare_dataset writes; load_split checks
+# that such options match the ones recorded in the READY manifest.
+_ON_DISK = {"on_disk": True}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset."""
+
+    num_classes: int
+    input_shape: tuple[int, int, int]  # C, H, W as the model receives it
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registry entry: an options dataclass and the functions that use it."""
+
+    options: type
+    info: Callable[[Any], DatasetInfo]
+    prepare: Callable[[Path, int, Any], None]
+    load: Callable[[Path, str, Any], Dataset]
+    splits: Callable[[Any], tuple[str, ...]] = lambda opts: SPLITS
+
+
+def _check_positive_ints(opts: Any, names: Sequence[str]) -> None:
+    """Raise ValueError unless each named option of ``opts`` is an int >= 1."""
+    for name in names:
+        value = getattr(opts, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"option {name!r} must be a positive int, got {value!r}")
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Atomically write UTF-8 ``text`` to ``path``."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+class LabeledTensorDataset(TensorDataset):
+    """A ``TensorDataset`` of ``(x, y)`` whose items carry ``y`` as a Python int."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x, y = self.tensors
+        return x[index], int(y[index])
+
+
+# --------------------------------------------------------------------- digits
+
+
+@dataclass(frozen=True)
+class DigitsOptions:
+    """Options of ``digits`` (scikit-learn's 8x8 handwritten digits)."""
+
+    test_fraction: float = field(default=0.3, metadata=_ON_DISK)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"option 'test_fraction' must be in (0, 1), got {self.test_fraction!r}")
+
+
+def _digits_info(opts: DigitsOptions) -> DatasetInfo:
+    return DatasetInfo(num_classes=10, input_shape=(1, 8, 8))
+
+
+def _prepare_digits(root: Path, seed: int, opts: DigitsOptions) -> None:
+    """Write a seeded, stratified split to ``train.npz`` and ``test.npz``."""
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
+    y = digits.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=opts.test_fraction, stratify=y, random_state=seed
+    )
+    for split, idx in (("train", np.sort(train_idx)), ("test", np.sort(test_idx))):
+        _atomic_write(root / f"{split}.npz", lambda f, i=idx: np.savez(f, x=x[i], y=y[i], index=i))
+
+
+def _load_digits(root: Path, split: str, opts: DigitsOptions) -> Dataset:
+    with np.load(root / f"{split}.npz") as arrays:
+        return LabeledTensorDataset(torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"]))
+
+
+# -------------------------------------------------------------------- cifar10
+
+
+@dataclass(frozen=True)
+class Cifar10Options:
+    """Options of ``cifar10``; ``test_every=k`` keeps every k-th test image."""
+
+    download: bool = True
+    test_every: int = 1
+
+    def __post_init__(self) -> None:
+        _check_positive_ints(self, ["test_every"])
+
+
+def _cifar10_info(opts: Cifar10Options) -> DatasetInfo:
+    return DatasetInfo(num_classes=10, input_shape=(3, 32, 32))
+
+
+def _cifar10_missing(root: Path, opts: Cifar10Options, cause: Exception) -> FileNotFoundError:
+    """The one error users see when CIFAR-10 is neither present nor downloadable."""
+    folder = root / CIFAR10.base_folder
+    how = (
+        f"downloading it failed ({cause})"
+        if opts.download
+        else "downloading is disabled (data_options.download: false)"
+    )
+    return FileNotFoundError(
+        f"CIFAR-10 not found or corrupted at {folder} and {how}. Expected the python version "
+        f"there: {folder}/data_batch_1 .. data_batch_5, test_batch, batches.meta. "
+        "Download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
+        f"and extract it into {root}, or set data_options.download: true where there is network."
+    )
+
+
+def _prepare_cifar10(root: Path, seed: int, opts: Cifar10Options) -> None:
+    """Use the extracted batches at ``root`` (md5-checked), downloading them if allowed."""
+    try:
+        CIFAR10(root, train=False, download=opts.download)
+    except (OSError, RuntimeError) as exc:
+        raise _cifar10_missing(root, opts, exc) from exc
+
+
+def _load_cifar10(root: Path, split: str, opts: Cifar10Options) -> Dataset:
+    dataset = CIFAR10(root, train=split == "train", transform=transforms.ToTensor())
+    if split == "test" and opts.test_every > 1:
+        return Subset(dataset, range(0, len(dataset), opts.test_every))
+    return dataset
+
+
+# ------------------------------------------------------------------- imagenet
+
+
+@dataclass(frozen=True)
+class ImageNetOptions:
+    """Options of ``imagenet``: local ImageFolder trees, subsampled every k-th image."""
+
+    source: str | None = field(default=None, metadata=_ON_DISK)
+    every: int = field(default=100, metadata=_ON_DISK)
+    train_source: str | None = field(default=None, metadata=_ON_DISK)
+    train_every: int = field(default=100, metadata=_ON_DISK)
+    resize: int = 256
+    crop: int = 256
+    num_classes: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_positive_ints(self, ["every", "train_every", "resize", "crop", "num_classes"])
+        for name in ("source", "train_source"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, str(Path(value).expanduser().resolve()))
+
+
+def _imagenet_info(opts: ImageNetOptions) -> DatasetInfo:
+    return DatasetInfo(num_classes=opts.num_classes, input_shape=(3, opts.crop, opts.crop))
+
+
+def _imagenet_splits(opts: ImageNetOptions) -> tuple[str, ...]:
+    return SPLITS if opts.train_source is not None else ("test",)
+
+
+def _image_folder(source: str | None, key: str) -> ImageFolder:
+    """Scan an ImageFolder tree; a missing folder names the path and config key."""
+    if source is None:
+        raise ValueError(f"imagenet needs option {key!r} (config key data_options.{key})")
+    if not Path(source).is_dir():
+        raise FileNotFoundError(
+            f"ImageNet folder {source} does not exist (config key data_options.{key}); "
+            "it must hold one subfolder of images per class (wnid)"
+        )
+    return ImageFolder(source)
+
+
+def _write_tsv(path: Path, samples: Sequence[tuple[str, int]]) -> None:
+    """Atomically write ``path\\tlabel`` rows with a header."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(["path", "label"])
+    writer.writerows(samples)
+    _atomic_write_text(path, buffer.getvalue())
+
+
+def _prepare_imagenet(root: Path, seed: int, opts: ImageNetOptions) -> None:
+    """Write ``classes.txt``, ``test.tsv`` and (with ``train_source``) ``train.tsv``."""
+    test = _image_folder(opts.source, "source")
+    if len(test.classes) != opts.num_classes:
+        raise ValueError(
+            f"{opts.source} has {len(test.classes)} class folders but num_classes is "
+            f"{opts.num_classes} (config key data_options.num_classes)"
+        )
+    _atomic_write_text(root / "classes.txt", "".join(f"{c}\n" for c in test.classes))
+    _write_tsv(root / "test.tsv", test.samples[:: opts.every])
+    if opts.train_source is None:
+        (root / "train.tsv").unlink(missing_ok=True)
+        return
+    train = _image_folder(opts.train_source, "train_source")
+    if train.classes != test.classes:
+        raise ValueError(f"class folders of {opts.train_source} differ from those of {opts.source}")
+    _write_tsv(root / "train.tsv", train.samples[:: opts.train_every])
+
+
+class ImageListDataset(Dataset):
+    """Images read with PIL (as RGB) from a list of ``(path, label)``, then transformed."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            return self.transform(image.convert("RGB")), label
+
+
+def _load_imagenet(root: Path, split: str, opts: ImageNetOptions) -> Dataset:
+    if split not in _imagenet_splits(opts):
+        raise ValueError("imagenet has a train split only with option 'train_source'")
+    with open(root / f"{split}.tsv", newline="", encoding="utf-8") as f:
+        samples = [(row["path"], int(row["label"])) for row in csv.DictReader(f, delimiter="\t")]
+    transform = transforms.Compose(
+        [transforms.Resize(opts.resize), transforms.CenterCrop(opts.crop), transforms.ToTensor()]
+    )
+    return ImageListDataset(samples, transform)
+
+
+# ------------------------------------------------------------------- registry
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(DigitsOptions, _digits_info, _prepare_digits, _load_digits),
+    "cifar10": DatasetSpec(Cifar10Options, _cifar10_info, _prepare_cifar10, _load_cifar10),
+    "imagenet": DatasetSpec(
+        ImageNetOptions, _imagenet_info, _prepare_imagenet, _load_imagenet, _imagenet_splits
+    ),
+}
+
+
+def _resolve(name: str, options: dict[str, Any]) -> tuple[DatasetSpec, Any]:
+    """Look up ``name`` and build its options, rejecting unknown ones."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
+    spec = DATASETS[name]
+    valid = [f.name for f in fields(spec.options)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; valid: {', '.join(valid)}"
+        )
+    return spec, spec.options(**options)
+
+
+def dataset_info(name: str, **options: Any) -> DatasetInfo:
+    """Number of classes and model input shape of dataset ``name``."""
+    spec, opts = _resolve(name, options)
+    return spec.info(opts)
+
+
+def prepare_dataset(name: str, root: Path, *, seed: int, **options: Any) -> None:
+    """Write dataset ``name`` under ``root``, ending with the ``root/READY`` manifest.
+
+    Deterministic given ``seed`` and the options (only ``digits`` uses the seed),
+    so running it again is harmless; every file is written atomically and READY
+    is removed first, so an interrupted run never looks finished.
+    """
+    spec, opts = _resolve(name, options)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / READY).unlink(missing_ok=True)
+    spec.prepare(root, seed, opts)
+    manifest = {
+        "name": name,
+        "seed": seed,
+        "options": asdict(opts),
+        "num_items": {split: len(spec.load(root, split, opts)) for split in spec.splits(opts)},
+    }
+    _atomic_write_text(root / READY, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _check_manifest(name: str, root: Path, opts: Any) -> None:
+    """Ensure ``root`` was prepared for ``name`` with the same on-disk options."""
+    ready = root / READY
+    if not ready.is_file():
+        raise FileNotFoundError(f"{ready} is missing: run prepare_dataset({name!r}, {str(root)!r}) first")
+    manifest = json.loads(ready.read_text(encoding="utf-8"))
+    if manifest["name"] != name:
+        raise ValueError(f"{root} holds dataset {manifest['name']!r}, not {name!r}")
+    for f in fields(opts):
+        prepared, asked = manifest["options"].get(f.name), getattr(opts, f.name)
+        if f.metadata.get("on_disk") and prepared != asked:
+            raise ValueError(
+                f"{root} was prepared with {f.name}={prepared!r} but {asked!r} was asked for; "
+                "run prepare_dataset again with the new options"
+            )
+
+
+def load_split(name: str, root: Path, split: str, **options: Any) -> Dataset:
+    """The ``train`` or ``test`` split of dataset ``name`` prepared under ``root``."""
+    spec, opts = _resolve(name, options)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    root = Path(root)
+    _check_manifest(name, root, opts)
+    return spec.load(root, split, opts)

@@ -1,0 +1,288 @@
+"""One function per pipeline step: read inputs, call the library, write outputs atomically.
+
+The CLI (``dualrs <command>``) parses arguments into these calls; Snakemake rules call the CLI.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Subset
+from tqdm.auto import tqdm
+
+from dualrs import data as datasets
+from dualrs.dual import DualSmooth
+from dualrs.io import (DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, load_checkpoint, read_table, resumable_table,
+                       save_checkpoint, write_json, write_table)
+from dualrs.labels import class_balance_weights, label_summary, radius_matrix, soft_labels
+from dualrs.models import create_model
+from dualrs.report import load_methods, plot_figures, summary_table, write_tables
+from dualrs.seeding import sample_generator
+from dualrs.smoothing import Smooth
+from dualrs.train import Optim, route, train_classifier, train_estimator
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A prepared dataset: registry name, folder written by ``prepare-data`` and its options."""
+
+    name: str
+    root: Path
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def info(self) -> datasets.DatasetInfo:
+        return datasets.dataset_info(self.name, **self.options)
+
+    def split(self, split: str) -> torch.utils.data.Dataset:
+        return datasets.load_split(self.name, self.root, split, **self.options)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Monte Carlo settings of CERTIFY and which samples this shard covers."""
+
+    n0: int
+    n: int
+    batch_size: int
+    seed: int
+    every: int = 1
+    shard: int = 0
+    num_shards: int = 1
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def select_indices(num_items: int, every: int, shard: int, num_shards: int) -> list[int]:
+    """Every ``every``-th item, dealt round-robin to ``num_shards`` shards; this shard's share."""
+    if every < 1 or num_shards < 1 or not 0 <= shard < num_shards:
+        raise ValueError(f"invalid subset: every={every}, shard={shard}, num_shards={num_shards}")
+    return list(range(0, num_items, every))[shard::num_shards]
+
+
+def prepare_data(data: DataRef, seed: int) -> None:
+    datasets.prepare_dataset(data.name, data.root, seed=seed, **data.options)
+
+
+class Denoisers:
+    """Lazily loaded diffusion denoiser, one view per σ sharing one UNet (Carlini et al. 2023)."""
+
+    def __init__(self, path: Path | None, device: torch.device):
+        self.path, self.device, self._views = path, device, {}
+
+    def wrap(self, model: nn.Module, sigma: float) -> nn.Module:
+        """f ↦ f ∘ denoise_σ when a denoiser is configured, else f."""
+        if self.path is None:
+            return model
+        from dualrs.denoise import DiffusionDenoiser
+
+        if sigma not in self._views:
+            if not self._views:
+                self._views[sigma] = DiffusionDenoiser.from_pretrained(self.path, sigma).to(self.device).eval()
+            else:
+                first = next(iter(self._views.values()))
+                self._views[sigma] = DiffusionDenoiser(first.unet, first.alphas_cumprod, sigma,
+                                                       first.prediction_type).to(self.device).eval()
+            self._views[sigma].requires_grad_(False)
+        return nn.Sequential(self._views[sigma], model)
+
+
+def train_denoiser(data: DataRef, out: Path, steps: int, batch_size: int, lr: float, seed: int, device: str) -> None:
+    from dualrs.denoise import build_digits_unet, save_denoiser, train_ddpm
+
+    train = data.split("train")
+    images = torch.stack([train[i][0] for i in range(len(train))]).to(resolve_device(device))
+    c, h, _ = data.info().input_shape
+    unet, scheduler = train_ddpm(images, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                 unet=build_digits_unet(sample_size=h, channels=c).to(images.device))
+    save_denoiser(unet, scheduler, out)
+
+
+def train_classifier_model(
+    data: DataRef, out: Path, arch: str, model_options: Mapping[str, Any], sigma: float, optim: Optim,
+    seed: int, device: str,
+) -> None:
+    """A classifier trained under Gaussian noise σ (σ = 0: clean training, for denoised smoothing)."""
+    info, device = data.info(), resolve_device(device)
+    torch.manual_seed(seed)
+    model = create_model(arch, info.num_classes, info.input_shape[0], **model_options)
+    history = train_classifier(model, data.split("train"), sigma, optim, seed, device, desc=f"classifier sigma={sigma}")
+    save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
+                                 "model_kwargs": dict(model_options), "role": "classifier", "sigma": sigma,
+                                 "seed": seed, "optim": vars(optim), "loss": history})
+
+
+def label(
+    data: DataRef, classifier: Path, sigma: float, denoiser: Path | None, sampling: Sampling, alpha: float,
+    out: Path, device: str,
+) -> None:
+    """Certify training samples under σ: the labels TSV (idx label predict count pA_lower radius correct)."""
+    device = resolve_device(device)
+    model, meta = load_checkpoint(classifier, device)
+    smooth = Smooth(Denoisers(denoiser, device).wrap(model, sigma), meta["num_classes"], sigma)
+
+    def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+        bound = smooth.certify_bound(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
+        return {"predict": bound.prediction, "count": bound.count, "pA_lower": bound.p_lower, "radius": bound.radius}
+
+    _certify_split(data.split("train"), sampling, "label", row, out, LABEL_COLUMNS, device)
+
+
+def certify_global(
+    data: DataRef, classifier: Path, sigma: float, denoiser: Path | None, sampling: Sampling, alpha: float,
+    out: Path, device: str,
+) -> None:
+    """Standard RS at one global σ on the test split (Cohen columns)."""
+    device = resolve_device(device)
+    model, meta = load_checkpoint(classifier, device)
+    smooth = Smooth(Denoisers(denoiser, device).wrap(model, sigma), meta["num_classes"], sigma)
+
+    def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+        prediction, radius = smooth.certify(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
+        return {"predict": prediction, "radius": radius}
+
+    _certify_split(data.split("test"), sampling, "certify", row, out, GLOBAL_COLUMNS, device)
+
+
+def load_dual(
+    estimator: Path, classifiers: Mapping[float, Path], sigma_e: float, denoiser: Path | None, device: torch.device,
+) -> DualSmooth:
+    """DualSmooth from checkpoints; the estimator's class k is the k-th smallest σ of its metadata."""
+    denoisers = Denoisers(denoiser, device)
+    estimator_model, estimator_meta = load_checkpoint(estimator, device)
+    sigmas = sorted(float(s) for s in classifiers)
+    if estimator_meta.get("sigmas") != sigmas:
+        raise ValueError(f"estimator {estimator} was trained for sigmas {estimator_meta.get('sigmas')}, "
+                         f"but classifiers are given for {sigmas}")
+    loaded: dict[Path, tuple[nn.Module, dict]] = {}
+    for path in set(map(Path, classifiers.values())):
+        loaded[path] = load_checkpoint(path, device)
+    num_classes = {meta["num_classes"] for _, meta in loaded.values()}
+    if len(num_classes) != 1:
+        raise ValueError(f"classifiers disagree on the number of classes: {sorted(num_classes)}")
+    bases = {s: denoisers.wrap(loaded[Path(classifiers[s])][0], s) for s in sigmas}
+    return DualSmooth(denoisers.wrap(estimator_model, sigma_e), bases, sigma_e, num_classes.pop())
+
+
+def certify_dual(
+    data: DataRef, estimator: Path, classifiers: Mapping[float, Path], sigma_e: float, denoiser: Path | None,
+    sampling: Sampling, alpha: float, beta: float, out: Path, device: str,
+) -> None:
+    """Dual RS on the test split: idx label predict sigma radius r_sigma r_c correct time."""
+    device = resolve_device(device)
+    dual = load_dual(estimator, classifiers, sigma_e, denoiser, device)
+
+    def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+        cert = dual.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator)
+        return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius,
+                "r_sigma": cert.r_sigma, "r_c": cert.r_c}
+
+    _certify_split(data.split("test"), sampling, "certify-dual", row, out, DUAL_COLUMNS, device)
+
+
+def _certify_split(
+    dataset: torch.utils.data.Dataset, sampling: Sampling, stage: str,
+    row_fn: Callable[[torch.Tensor, torch.Generator], dict[str, Any]], out: Path, columns: list[str],
+    device: torch.device,
+) -> None:
+    """Run ``row_fn`` on this shard's samples with per-sample seeded noise, resuming a partial file."""
+    indices = select_indices(len(dataset), sampling.every, sampling.shard, sampling.num_shards)
+    with resumable_table(out, columns) as table:
+        todo = [i for i in indices if i not in table.done]
+        for i in tqdm(todo, desc=f"{stage} {Path(out).name}", initial=len(indices) - len(todo), total=len(indices),
+                      mininterval=5):
+            x, y = dataset[i]
+            start = time.perf_counter()
+            row = row_fn(x, sample_generator(sampling.seed, stage, i, device))
+            row.update(idx=i, label=int(y), correct=int(row["predict"] == int(y)),
+                       time=time.perf_counter() - start)
+            table.append(row)
+
+
+def train_estimator_model(
+    data: DataRef, labels: Mapping[float, Path], out: Path, arch: str, model_options: Mapping[str, Any],
+    sigma_e: float, temperature: float, lam: float, eta: float, copies: int, optim: Optim, seed: int,
+    denoiser: Path | None, device: str, init_weights: Path | None = None,
+) -> None:
+    """Variance estimator over the candidate σ's from the per-σ label tables (Sun et al. 2025, Sec. 5.1)."""
+    info, device = data.info(), resolve_device(device)
+    idx, radii, sigmas = radius_matrix(labels)
+    train = data.split("train")
+    x = torch.stack([train[int(i)][0] for i in idx])
+    targets = torch.as_tensor(soft_labels(radii, temperature), dtype=torch.float32)
+    balance = torch.as_tensor(class_balance_weights(radii), dtype=torch.float32)
+    print(label_summary(radii, sigmas).to_string(index=False))
+    torch.manual_seed(seed)
+    init = {"weights": str(init_weights)} if init_weights is not None else {}
+    estimator = create_model(arch, len(sigmas), info.input_shape[0], **model_options, **init)
+    model = Denoisers(denoiser, device).wrap(estimator, sigma_e)
+    history = train_estimator(model, x, targets, balance, sigma_e, optim, seed, lam, eta, copies, device)
+    save_checkpoint(out, estimator, {"arch": arch, "num_classes": len(sigmas), "in_chans": info.input_shape[0],
+                                     "model_kwargs": dict(model_options), "role": "estimator", "sigmas": sigmas,
+                                     "sigma_e": sigma_e, "temperature": temperature, "lambda": lam, "eta": eta,
+                                     "copies": copies, "seed": seed, "optim": vars(optim), "loss": history})
+
+
+def route_training_set(
+    data: DataRef, estimator: Path, sigma_e: float, n: int, batch_size: int, seed: int, denoiser: Path | None,
+    out: Path, device: str,
+) -> None:
+    """σ̂ of every training input by the estimator's majority vote under noise σ_e: routes TSV (idx sigma)."""
+    device = resolve_device(device)
+    model, meta = load_checkpoint(estimator, device)
+    sigmas = meta["sigmas"]
+    votes = route(Denoisers(denoiser, device).wrap(model, sigma_e), data.split("train"), len(sigmas), sigma_e,
+                  n, batch_size, seed)
+    write_table(out, pd.DataFrame({"idx": np.arange(len(votes)), "sigma": np.asarray(sigmas)[votes]}))
+
+
+def finetune_classifier(
+    data: DataRef, classifier: Path, sigma: float, routes: Path, optim: Optim, seed: int, denoiser: Path | None,
+    out: Path, device: str,
+) -> None:
+    """Finetune the classifier for σ on the training inputs routed to σ, under noise σ (Sun et al. 2025, Sec. 5.2)."""
+    device = resolve_device(device)
+    model, meta = load_checkpoint(classifier, device)
+    table = read_table(routes)
+    chosen = table.loc[np.isclose(table["sigma"], sigma), "idx"].astype(int).tolist()
+    history = []
+    if chosen:
+        base = Denoisers(denoiser, device).wrap(model, sigma)
+        history = train_classifier(base, Subset(data.split("train"), chosen), sigma, optim, seed, device,
+                                   desc=f"finetune sigma={sigma}")
+    save_checkpoint(out, model, {**meta, "sigma": sigma, "finetuned_from": str(classifier),
+                                 "finetune_samples": len(chosen), "finetune_optim": vars(optim),
+                                 "finetune_loss": history})
+
+
+def fetch_pretrained(data: DataRef, arch: str, model_options: Mapping[str, Any], weights: Path, out: Path) -> None:
+    """Off-the-shelf classifier weights as a dualrs checkpoint (one model for every σ)."""
+    info = data.info()
+    model = create_model(arch, info.num_classes, info.input_shape[0], weights=str(weights), **model_options)
+    save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
+                                 "model_kwargs": dict(model_options), "role": "classifier", "source": str(weights)})
+
+
+def report(
+    global_tables: Mapping[float, Path], dual_tables: Mapping[str, Path], radii: Sequence[float], table: Path,
+    figures: Path, title: str,
+) -> None:
+    """Summary table (csv/md/tex) and figures for one experiment."""
+    methods = load_methods({f"global σ={s:g}": p for s, p in sorted(global_tables.items())} | dict(dual_tables))
+    dual = {name: methods[name] for name in dual_tables}
+    summary = summary_table(methods, radii)
+    write_tables(summary, table)
+    plot_figures(methods, dual, figures, title)
+    print(summary.round(3).to_string())
+    write_json(Path(figures) / "index.json", {"methods": list(methods), "radii": list(radii)})
+

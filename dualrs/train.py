@@ -1,0 +1,115 @@
+"""Training loops: noise-augmented classifiers, the variance estimator, and finetuning.
+
+- Classifier for σ (Cohen et al. 2019, Sec. 4): cross-entropy on x + δ, δ ~ N(0, σ²I).
+- Variance estimator (Sun et al. 2025, Sec. 5.1): weighted soft cross-entropy towards
+  softmax(r/τ) under noise σ_e, plus consistency regularization (Jeong & Shin 2020, eq. 6):
+  for m noisy copies with predictions p_j and mean p̄, λ·(1/m)Σ_j KL(p̄ ‖ p_j) + η·H(p̄).
+- Routing for finetuning (Sun et al. 2025, Sec. 5.2): the estimator's majority vote under σ_e
+  picks σ̂ for each training input; the classifier for σ is then trained further on the inputs
+  routed to σ with :func:`train_classifier`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from dualrs.seeding import sample_generator
+from dualrs.smoothing import Smooth
+
+
+@dataclass(frozen=True)
+class Optim:
+    """Optimisation settings shared by all loops (Adam with cosine decay)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    num_workers: int = 0
+
+
+def train_classifier(
+    model: nn.Module, data: Dataset, sigma: float, optim: Optim, seed: int,
+    device: torch.device | str = "cpu", desc: str = "classifier",
+) -> list[float]:
+    """Minimise CE(f(x + δ), y), δ ~ N(0, σ²I); returns the mean loss of each epoch."""
+    torch.manual_seed(seed)
+
+    def loss_fn(x: torch.Tensor, y: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x + sigma * torch.randn_like(x)), y)
+
+    return _fit(model, data, loss_fn, optim, seed, device, desc)
+
+
+def consistency_loss(logits: torch.Tensor, lam: float, eta: float) -> torch.Tensor:
+    """λ·mean_j KL(p̄ ‖ p_j) + η·H(p̄) for logits of shape (m, B, K); averaged over the batch."""
+    log_p = F.log_softmax(logits, dim=-1)
+    p_mean = log_p.exp().mean(dim=0)
+    log_p_mean = p_mean.clamp_min(1e-12).log()
+    kl = (p_mean * (log_p_mean - log_p)).sum(dim=-1).mean(dim=0)
+    entropy = -(p_mean * log_p_mean).sum(dim=-1)
+    return (lam * kl + eta * entropy).mean()
+
+
+def train_estimator(
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+    sigma_e: float, optim: Optim, seed: int, lam: float = 40.0, eta: float = 0.5, copies: int = 2,
+    device: torch.device | str = "cpu",
+) -> list[float]:
+    """Weighted soft CE towards ``targets`` (N×K) on m = ``copies`` noisy views + consistency."""
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}")
+    torch.manual_seed(seed)
+
+    def loss_fn(inputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        noisy = inputs.unsqueeze(0) + sigma_e * torch.randn((copies, *inputs.shape), device=inputs.device)
+        logits = model(noisy.flatten(0, 1)).view(copies, len(inputs), -1)
+        soft_ce = -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean(dim=0)
+        loss = (weight * soft_ce).mean()
+        return loss + consistency_loss(logits, lam, eta) if copies > 1 else loss
+
+    return _fit(model, TensorDataset(x, targets, weights), loss_fn, optim, seed, device, "estimator")
+
+
+def route(
+    estimator: nn.Module, data: Dataset, num_sigmas: int, sigma_e: float, n: int,
+    batch_size: int, seed: int,
+) -> np.ndarray:
+    """σ̂ index per sample: the majority vote of the estimator under n draws of N(0, σ_e²I)."""
+    smooth = Smooth(estimator, num_sigmas, sigma_e)
+    device = next(estimator.parameters()).device
+    votes = []
+    for i in tqdm(range(len(data)), desc="route", mininterval=5):
+        counts = smooth.sample_counts(data[i][0], n, batch_size, sample_generator(seed, "route", i, device))
+        votes.append(int(counts.argmax()))
+    return np.asarray(votes)
+
+
+def _fit(model, data, loss_fn, optim: Optim, seed: int, device, desc: str) -> list[float]:
+    model.to(device).train()
+    loader = DataLoader(data, batch_size=optim.batch_size, shuffle=True, num_workers=optim.num_workers,
+                        generator=torch.Generator().manual_seed(seed), drop_last=len(data) > optim.batch_size)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim.lr, weight_decay=optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs * len(loader))
+    history = []
+    with tqdm(range(optim.epochs), desc=desc, mininterval=5) as epochs:
+        for _ in epochs:
+            total, seen = 0.0, 0
+            for batch in loader:
+                batch = [t.to(device) for t in batch]
+                loss = loss_fn(*batch) if len(batch) == 3 else loss_fn(batch[0], batch[1], batch[1])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total, seen = total + loss.item() * len(batch[0]), seen + len(batch[0])
+            history.append(total / seen)
+            epochs.set_postfix(loss=f"{history[-1]:.4f}")
+    model.eval()
+    return history

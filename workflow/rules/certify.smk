@@ -1,0 +1,60 @@
+# Test-set certificates: standard RS at each global sigma (round-0 classifiers) and dual RS per round.
+
+
+rule certify_global:
+    input:
+        ready,
+        classifier=lambda wc: classifier_checkpoint(wc.experiment, 0, wc.sigma),
+        denoiser=denoiser_input,
+    output:
+        "results/{experiment}/certify/global/shards/sigma{sigma}_shard{shard}.tsv",
+    params:
+        data=data_args,
+        sampling=lambda wc: sampling_args(wc, "certify"),
+        alpha=lambda wc: exp(wc)["certify"]["alpha"],
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/certify_global/sigma{sigma}_shard{shard}.log",
+    benchmark:
+        "benchmarks/{experiment}/certify_global/sigma{sigma}_shard{shard}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    shell:
+        "dualrs certify-global {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
+        "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
+        "--threads {threads} --out {output} > {log} 2>&1"
+
+
+rule certify_dual:
+    input:
+        ready,
+        estimator="results/{experiment}/models/estimator_it{it}.safetensors",
+        classifiers=lambda wc: [classifier_checkpoint(wc.experiment, wc.it, s) for s in sigmas(wc.experiment)],
+        denoiser=denoiser_input,
+    output:
+        "results/{experiment}/certify/dual/shards/it{it}_shard{shard}.tsv",
+    params:
+        data=data_args,
+        classifiers=lambda wc: classifier_args(wc.experiment, wc.it),
+        sigma_e=lambda wc: sigma_e(wc.experiment),
+        sampling=lambda wc: sampling_args(wc, "certify"),
+        levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/certify_dual/it{it}_shard{shard}.log",
+    benchmark:
+        "benchmarks/{experiment}/certify_dual/it{it}_shard{shard}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    shell:
+        "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
+        "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "
+        "--seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"

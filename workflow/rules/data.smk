@@ -1,0 +1,16 @@
+rule prepare_data:
+    output:
+        "data/{data}/READY",
+    params:
+        options=lambda wc: shlex.quote(json.dumps(config["data"].get(wc.data, {}))),
+        seed=config["seed"],
+    log:
+        "logs/prepare_data/{data}.log",
+    benchmark:
+        "benchmarks/prepare_data/{data}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "dualrs prepare-data --dataset {wildcards.data} --root data/{wildcards.data} "
+        "--data-options {params.options} --seed {params.seed} > {log} 2>&1"

@@ -1,0 +1,41 @@
+# Variance estimator of round {it}: soft labels from the per-sigma radii + consistency regularization.
+
+
+rule train_estimator:
+    input:
+        ready,
+        labels=lambda wc: [f"results/{wc.experiment}/labels/it{wc.it}/sigma{fmt(s)}.tsv" for s in sigmas(wc.experiment)],
+        weights=lambda wc: (
+            [existing(exp(wc)["estimator"]["weights"], "estimator.weights", wc.experiment)]
+            if exp(wc)["estimator"]["weights"] else []
+        ),
+        denoiser=denoiser_input,
+    output:
+        model="results/{experiment}/models/estimator_it{it}.safetensors",
+        meta="results/{experiment}/models/estimator_it{it}.json",
+    params:
+        data=data_args,
+        labels=lambda wc, input: " ".join(f"--labels {fmt(s)}={p}" for s, p in zip(sigmas(wc.experiment), input.labels)),
+        arch=lambda wc: exp(wc)["estimator"]["arch"],
+        options=lambda wc: shlex.quote(json.dumps(exp(wc)["estimator"]["options"])),
+        weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
+        optim=lambda wc: optim_args(exp(wc)["estimator"]["train"]),
+        estimator=lambda wc: exp(wc)["estimator"],
+        sigma_e=lambda wc: sigma_e(wc.experiment),
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/train_estimator/it{it}.log",
+    benchmark:
+        "benchmarks/{experiment}/train_estimator/it{it}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    shell:
+        "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
+        "--model-options {params.options} {params.weights} --sigma-e {params.sigma_e} "
+        "--temperature {params.estimator[temperature]} --lam {params.estimator[lam]} "
+        "--eta {params.estimator[eta]} --copies {params.estimator[copies]} {params.optim} "
+        "{params.denoiser} --seed {params.seed} --threads {threads} --out {output.model} > {log} 2>&1"

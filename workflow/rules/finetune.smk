@@ -1,0 +1,60 @@
+# Round it >= 1: route the training split with round it-1's estimator, then finetune each
+# sigma's classifier on the inputs routed to it, under that sigma (Sun et al. 2025, Sec. 5.2).
+
+
+rule route_training_set:
+    input:
+        ready,
+        estimator=lambda wc: f"results/{wc.experiment}/models/estimator_it{int(wc.it) - 1}.safetensors",
+        denoiser=denoiser_input,
+    output:
+        "results/{experiment}/routes/it{it}.tsv",
+    params:
+        data=data_args,
+        sigma_e=lambda wc: sigma_e(wc.experiment),
+        n=lambda wc: exp(wc)["finetune"]["n_route"],
+        batch_size=lambda wc: exp(wc)["batch_size"],
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/route/it{it}.log",
+    benchmark:
+        "benchmarks/{experiment}/route/it{it}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    shell:
+        "dualrs route {params.data} --estimator {input.estimator} --sigma-e {params.sigma_e} "
+        "--n {params.n} --batch-size {params.batch_size} {params.denoiser} --seed {params.seed} "
+        "--threads {threads} --out {output} > {log} 2>&1"
+
+
+rule finetune_classifier:
+    input:
+        ready,
+        classifier=lambda wc: classifier_checkpoint(wc.experiment, int(wc.it) - 1, wc.sigma),
+        routes="results/{experiment}/routes/it{it}.tsv",
+        denoiser=denoiser_input,
+    output:
+        model="results/{experiment}/models/it{it}/classifier_sigma{sigma}.safetensors",
+        meta="results/{experiment}/models/it{it}/classifier_sigma{sigma}.json",
+    params:
+        data=data_args,
+        optim=lambda wc: optim_args(exp(wc)["finetune"]),
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/finetune/it{it}_sigma{sigma}.log",
+    benchmark:
+        "benchmarks/{experiment}/finetune/it{it}_sigma{sigma}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    shell:
+        "dualrs finetune {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
+        "--routes {input.routes} {params.optim} {params.denoiser} --seed {params.seed} "
+        "--threads {threads} --out {output.model} > {log} 2>&1"

@@ -1,0 +1,86 @@
+# Base models of round 0: noise-trained experts, one shared classifier, or off-the-shelf weights;
+# and the diffusion denoiser when it is trained here.
+
+
+rule train_classifier:
+    input:
+        ready,
+    output:
+        model="results/{experiment}/models/classifier_sigma{sigma}.safetensors",
+        meta="results/{experiment}/models/classifier_sigma{sigma}.json",
+    params:
+        data=data_args,
+        arch=lambda wc: exp(wc)["classifier"]["arch"],
+        options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
+        optim=lambda wc: optim_args(exp(wc)["classifier"]["train"]),
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/train_classifier/sigma{sigma}.log",
+    benchmark:
+        "benchmarks/{experiment}/train_classifier/sigma{sigma}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    shell:
+        "dualrs train-classifier {params.data} --arch {params.arch} --model-options {params.options} "
+        "--sigma {wildcards.sigma} {params.optim} --seed {params.seed} --threads {threads} "
+        "--out {output.model} > {log} 2>&1"
+
+
+use rule train_classifier as train_shared_classifier with:
+    output:
+        model="results/{experiment}/models/classifier_noise{sigma}.safetensors",
+        meta="results/{experiment}/models/classifier_noise{sigma}.json",
+    log:
+        "logs/{experiment}/train_classifier/noise{sigma}.log",
+    benchmark:
+        "benchmarks/{experiment}/train_classifier/noise{sigma}.tsv"
+
+
+rule fetch_pretrained:
+    input:
+        weights=lambda wc: existing(exp(wc)["classifier"]["weights"], "classifier.weights", wc.experiment),
+        ready=ready,
+    output:
+        model="results/{experiment}/models/classifier_pretrained.safetensors",
+        meta="results/{experiment}/models/classifier_pretrained.json",
+    params:
+        data=data_args,
+        arch=lambda wc: exp(wc)["classifier"]["arch"],
+        options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
+    log:
+        "logs/{experiment}/fetch_pretrained.log",
+    benchmark:
+        "benchmarks/{experiment}/fetch_pretrained.tsv"
+    resources:
+        mem_mb=mem_mb,
+        runtime=60,
+    shell:
+        "dualrs fetch-pretrained {params.data} --arch {params.arch} --model-options {params.options} "
+        "--weights {input.weights} --out {output.model} > {log} 2>&1"
+
+
+rule train_denoiser:
+    input:
+        ready,
+    output:
+        directory("results/{experiment}/models/denoiser"),
+    params:
+        data=data_args,
+        train=lambda wc: exp(wc)["denoiser"]["train"],
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/train_denoiser.log",
+    benchmark:
+        "benchmarks/{experiment}/train_denoiser.tsv"
+    threads: 2
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    shell:
+        "dualrs train-denoiser {params.data} --steps {params.train[steps]} "
+        "--batch-size {params.train[batch_size]} --lr {params.train[lr]} --seed {params.seed} "
+        "--threads {threads} --out {output} > {log} 2>&1"
