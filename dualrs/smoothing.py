@@ -6,6 +6,7 @@ R = σ·Φ⁻¹(p_A_lower) around x (Cohen et al., Theorem 1).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from scipy.stats import binomtest, norm
 
 ABSTAIN = -1
+NOISE_BLOCK = 128  # draws per call to the generator (see gaussian_batches)
 
 
 def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
@@ -112,15 +114,33 @@ class Smooth:
         device = _device_of(self.base_classifier)
         x = x.to(device)
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=device)
-        remaining = num
-        while remaining > 0:
-            size = min(batch_size, remaining)
-            remaining -= size
-            batch = x.unsqueeze(0).expand(size, *x.shape)
-            noise = torch.randn(batch.shape, generator=generator, device=device, dtype=x.dtype) * self.sigma
-            predictions = self.base_classifier(batch + noise).argmax(dim=1)
+        for noise in gaussian_batches(x.shape, num, batch_size, generator, device, x.dtype):
+            predictions = self.base_classifier(x + self.sigma * noise).argmax(dim=1)
             counts += torch.bincount(predictions, minlength=self.num_classes)
         return counts.cpu().numpy()
+
+
+def gaussian_batches(
+    shape: torch.Size, num: int, batch_size: int, generator: torch.Generator | None,
+    device: torch.device, dtype: torch.dtype,
+) -> Iterator[torch.Tensor]:
+    """``num`` standard normal draws of ``shape`` in batches of ``batch_size``.
+
+    The draws are generated in blocks of ``NOISE_BLOCK`` whatever the batch size, so a seeded
+    generator yields the same noise, and the same certificate, for every batch size.
+    """
+    pending: list[torch.Tensor] = []
+    buffered, remaining = 0, num
+    while remaining or buffered:
+        while buffered < batch_size and remaining:
+            block = min(NOISE_BLOCK, remaining)
+            pending.append(torch.randn((block, *shape), generator=generator, device=device, dtype=dtype))
+            buffered, remaining = buffered + block, remaining - block
+        noise = torch.cat(pending) if len(pending) > 1 else pending[0]
+        take = min(batch_size, buffered)
+        yield noise[:take]
+        pending = [noise[take:]] if buffered > take else []
+        buffered -= take
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

@@ -23,6 +23,8 @@ rule certify_global:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs certify-global {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
@@ -54,6 +56,8 @@ rule certify_dual:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
         "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "

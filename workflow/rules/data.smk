@@ -11,6 +11,8 @@ rule prepare_data:
     resources:
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs prepare-data --dataset {wildcards.data} --root data/{wildcards.data} "
         "--data-options {params.options} --seed {params.seed} > {log} 2>&1"

@@ -33,6 +33,8 @@ rule train_estimator:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
         "--model-options {params.options} {params.weights} --sigma-e {params.sigma_e} "

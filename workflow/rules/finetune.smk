@@ -25,6 +25,8 @@ rule route_training_set:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs route {params.data} --estimator {input.estimator} --sigma-e {params.sigma_e} "
         "--n {params.n} --batch-size {params.batch_size} {params.denoiser} --seed {params.seed} "
@@ -54,6 +56,8 @@ rule finetune_classifier:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs finetune {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "--routes {input.routes} {params.optim} {params.denoiser} --seed {params.seed} "

@@ -23,6 +23,8 @@ rule label:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs label {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
@@ -47,5 +49,7 @@ rule merge_shards:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs merge {input} --out {output} > {log} 2>&1"

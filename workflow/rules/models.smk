@@ -23,6 +23,8 @@ rule train_classifier:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs train-classifier {params.data} --arch {params.arch} --model-options {params.options} "
         "--sigma {wildcards.sigma} {params.optim} --seed {params.seed} --threads {threads} "
@@ -57,6 +59,8 @@ rule fetch_pretrained:
     resources:
         mem_mb=mem_mb,
         runtime=60,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs fetch-pretrained {params.data} --arch {params.arch} --model-options {params.options} "
         "--weights {input.weights} --out {output.model} > {log} 2>&1"
@@ -80,6 +84,8 @@ rule train_denoiser:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs train-denoiser {params.data} --steps {params.train[steps]} "
         "--batch-size {params.train[batch_size]} --lr {params.train[lr]} --seed {params.seed} "

@@ -23,6 +23,8 @@ rule report:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/dualrs.yaml"
     shell:
         "dualrs report {params.global_args} {params.dual_args} --radii {params.radii} "
         "--title {wildcards.experiment} --table {output.table} --figures {output.figures} > {log} 2>&1"

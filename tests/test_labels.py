@@ -1,0 +1,52 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from dualrs.io import write_table
+from dualrs.labels import class_balance_weights, radius_matrix, soft_labels
+
+
+def test_soft_labels_are_a_softmax_of_radii_over_temperature():
+    radii = np.array([[0.1, 0.5, 0.0], [0.0, 0.0, 0.0], [1.2, 0.3, 0.9]])
+    q = soft_labels(radii, 0.25)
+    np.testing.assert_allclose(q.sum(axis=1), 1.0)
+    expected = np.exp(radii[2] / 0.25) / np.exp(radii[2] / 0.25).sum()
+    np.testing.assert_allclose(q[2], expected)
+    np.testing.assert_allclose(q[1], 1 / 3)
+    assert (np.argsort(q, axis=1) == np.argsort(radii[:, :], axis=1))[[0, 2]].all()
+
+
+def test_low_temperature_tends_to_one_hot_and_high_to_uniform():
+    radii = np.random.default_rng(0).uniform(0, 1, size=(50, 3))
+    np.testing.assert_allclose(soft_labels(radii, 1e-4), np.eye(3)[radii.argmax(axis=1)], atol=1e-6)
+    np.testing.assert_allclose(soft_labels(radii, 1e4), 1 / 3, atol=1e-3)
+    with pytest.raises(ValueError, match="temperature"):
+        soft_labels(radii, 0.0)
+
+
+def test_class_balance_gives_every_best_sigma_equal_total_weight():
+    rng = np.random.default_rng(1)
+    radii = rng.uniform(0, 1, size=(200, 3)) * np.array([3.0, 1.0, 0.5])  # σ index 0 dominates
+    radii[:20] = 0.0  # never certified
+    w = class_balance_weights(radii)
+    best = radii.argmax(axis=1)
+    informative = radii.max(axis=1) > 0
+    totals = [w[informative & (best == k)].sum() for k in range(3)]
+    np.testing.assert_allclose(totals, totals[0])
+    assert np.all(w[:20] == 0)
+    np.testing.assert_allclose(w.sum(), informative.sum())
+
+
+def test_radius_matrix_zeroes_wrong_predictions_and_checks_alignment(tmp_path):
+    paths = {}
+    for sigma, radius, correct in ((0.5, [0.3, 0.7], [1, 0]), (0.25, [0.2, 0.1], [1, 1])):
+        frame = pd.DataFrame({"idx": [1, 0], "label": 0, "predict": 0, "count": 1, "pA_lower": 0.9,
+                              "radius": radius, "correct": correct})
+        paths[sigma] = tmp_path / f"{sigma}.tsv"
+        write_table(paths[sigma], frame)
+    idx, radii, sigmas = radius_matrix(paths)
+    assert sigmas == [0.25, 0.5] and list(idx) == [0, 1]
+    np.testing.assert_allclose(radii, [[0.1, 0.0], [0.2, 0.3]])
+    write_table(paths[0.5], pd.read_csv(paths[0.5], sep="\t").iloc[:1])
+    with pytest.raises(ValueError, match="other samples"):
+        radius_matrix(paths)
