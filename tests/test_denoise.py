@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,15 @@ from dualrs.denoise import (
 )
 
 ABAR = DDPMScheduler().alphas_cumprod
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """The models here are tiny: intra-op threads only add OpenMP overhead (and stall on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def noise_std(t: int) -> float:
