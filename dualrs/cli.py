@@ -138,16 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(run=lambda a: tasks.train_classifier_model(
         _data(a), a.out, a.arch, a.model_options, a.sigma, _optim(a), a.seed, a.device))
 
-    for name, stage in (("label", "certify training samples under one σ (estimator labels)"),
-                        ("certify-global", "standard RS at one global σ on the test split")):
-        sub = command(name, stage, sampling=True, denoiser=True)
+    for name, split, help in (("label", "train", "certify training samples under one σ (estimator labels)"),
+                              ("certify-global", "test", "standard RS at one global σ on the test split")):
+        sub = command(name, help, sampling=True, denoiser=True)
         sub.add_argument("--classifier", type=existing_file, required=True)
         sub.add_argument("--sigma", type=positive_float, required=True)
         sub.add_argument("--alpha", type=level, required=True)
         sub.add_argument("--out", type=Path, required=True)
-        run = tasks.label if name == "label" else tasks.certify_global
-        sub.set_defaults(run=lambda a, run=run: run(_data(a), a.classifier, a.sigma, a.denoiser, _sampling(a),
-                                                    a.alpha, a.out, a.device))
+        sub.set_defaults(run=lambda a, split=split: tasks.certify_smoothed(
+            _data(a), split, a.classifier, a.sigma, a.denoiser, _sampling(a), a.alpha, a.out, a.device))
 
     sub = command("certify-dual", "dual RS on the test split (Theorem 4.2)", sampling=True, denoiser=True)
     sub.add_argument("--estimator", type=existing_file, required=True)

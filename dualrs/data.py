@@ -6,11 +6,13 @@ on-disk form under ``data/{name}`` that ends with a ``READY`` manifest) and
 later :func:`load_split`, which yields ``(x, y)`` items with ``x`` a float32
 ``C x H x W`` tensor in ``[0, 1]`` and ``y`` an ``int`` label.
 
-Options are passed as keyword arguments (``data_options`` in the config);
+Options are passed as keyword arguments (the `data` block of the config);
 unknown names and values are rejected with a :class:`ValueError`.
 """
 
 from __future__ import annotations
+
+# torchvision and PIL are imported where cifar10/imagenet need them: digits runs start faster.
 
 import csv
 import io
@@ -20,16 +22,16 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset, TensorDataset
-from torchvision import transforms
-from torchvision.datasets import CIFAR10, ImageFolder
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 SPLITS = ("train", "test")
 READY = "READY"
@@ -146,22 +148,26 @@ def _cifar10_info(opts: Cifar10Options) -> DatasetInfo:
 
 def _cifar10_missing(root: Path, opts: Cifar10Options, cause: Exception) -> FileNotFoundError:
     """The one error users see when CIFAR-10 is neither present nor downloadable."""
+    from torchvision.datasets import CIFAR10
+
     folder = root / CIFAR10.base_folder
     how = (
         f"downloading it failed ({cause})"
         if opts.download
-        else "downloading is disabled (data_options.download: false)"
+        else "downloading is disabled (data.cifar10.download: false)"
     )
     return FileNotFoundError(
         f"CIFAR-10 not found or corrupted at {folder} and {how}. Expected the python version "
         f"there: {folder}/data_batch_1 .. data_batch_5, test_batch, batches.meta. "
         "Download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
-        f"and extract it into {root}, or set data_options.download: true where there is network."
+        f"and extract it into {root}, or set data.cifar10.download: true where there is network."
     )
 
 
 def _prepare_cifar10(root: Path, seed: int, opts: Cifar10Options) -> None:
     """Use the extracted batches at ``root`` (md5-checked), downloading them if allowed."""
+    from torchvision.datasets import CIFAR10
+
     try:
         CIFAR10(root, train=False, download=opts.download)
     except (OSError, RuntimeError) as exc:
@@ -169,6 +175,9 @@ def _prepare_cifar10(root: Path, seed: int, opts: Cifar10Options) -> None:
 
 
 def _load_cifar10(root: Path, split: str, opts: Cifar10Options) -> Dataset:
+    from torchvision import transforms
+    from torchvision.datasets import CIFAR10
+
     dataset = CIFAR10(root, train=split == "train", transform=transforms.ToTensor())
     if split == "test" and opts.test_every > 1:
         return Subset(dataset, range(0, len(dataset), opts.test_every))
@@ -208,11 +217,13 @@ def _imagenet_splits(opts: ImageNetOptions) -> tuple[str, ...]:
 
 def _image_folder(source: str | None, key: str) -> ImageFolder:
     """Scan an ImageFolder tree; a missing folder names the path and config key."""
+    from torchvision.datasets import ImageFolder
+
     if source is None:
-        raise ValueError(f"imagenet needs option {key!r} (config key data_options.{key})")
+        raise ValueError(f"imagenet needs option {key!r} (config key data.imagenet.{key})")
     if not Path(source).is_dir():
         raise FileNotFoundError(
-            f"ImageNet folder {source} does not exist (config key data_options.{key}); "
+            f"ImageNet folder {source} does not exist (config key data.imagenet.{key}); "
             "it must hold one subfolder of images per class (wnid)"
         )
     return ImageFolder(source)
@@ -233,7 +244,7 @@ def _prepare_imagenet(root: Path, seed: int, opts: ImageNetOptions) -> None:
     if len(test.classes) != opts.num_classes:
         raise ValueError(
             f"{opts.source} has {len(test.classes)} class folders but num_classes is "
-            f"{opts.num_classes} (config key data_options.num_classes)"
+            f"{opts.num_classes} (config key data.imagenet.num_classes)"
         )
     _atomic_write_text(root / "classes.txt", "".join(f"{c}\n" for c in test.classes))
     _write_tsv(root / "test.tsv", test.samples[:: opts.every])
@@ -258,11 +269,15 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
+        from PIL import Image
+
         with Image.open(path) as image:
             return self.transform(image.convert("RGB")), label
 
 
 def _load_imagenet(root: Path, split: str, opts: ImageNetOptions) -> Dataset:
+    from torchvision import transforms
+
     if split not in _imagenet_splits(opts):
         raise ValueError("imagenet has a train split only with option 'train_source'")
     with open(root / f"{split}.tsv", newline="", encoding="utf-8") as f:

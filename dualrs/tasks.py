@@ -122,11 +122,12 @@ def train_classifier_model(
                                  "seed": seed, "optim": vars(optim), "loss": history})
 
 
-def label(
-    data: DataRef, classifier: Path, sigma: float, denoiser: Path | None, sampling: Sampling, alpha: float,
-    out: Path, device: str,
+def certify_smoothed(
+    data: DataRef, split: str, classifier: Path, sigma: float, denoiser: Path | None, sampling: Sampling,
+    alpha: float, out: Path, device: str,
 ) -> None:
-    """Certify training samples under σ: the labels TSV (idx label predict count pA_lower radius correct)."""
+    """Standard RS at one σ over a split: on ``train`` the estimator's labels TSV
+    (idx label predict count pA_lower radius correct), on ``test`` Cohen's columns."""
     device = resolve_device(device)
     model, meta = load_checkpoint(classifier, device)
     smooth = Smooth(Denoisers(denoiser, device).wrap(model, sigma), meta["num_classes"], sigma)
@@ -135,23 +136,8 @@ def label(
         bound = smooth.certify_bound(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
         return {"predict": bound.prediction, "count": bound.count, "pA_lower": bound.p_lower, "radius": bound.radius}
 
-    _certify_split(data.split("train"), sampling, "label", row, out, LABEL_COLUMNS, device)
-
-
-def certify_global(
-    data: DataRef, classifier: Path, sigma: float, denoiser: Path | None, sampling: Sampling, alpha: float,
-    out: Path, device: str,
-) -> None:
-    """Standard RS at one global σ on the test split (Cohen columns)."""
-    device = resolve_device(device)
-    model, meta = load_checkpoint(classifier, device)
-    smooth = Smooth(Denoisers(denoiser, device).wrap(model, sigma), meta["num_classes"], sigma)
-
-    def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-        prediction, radius = smooth.certify(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
-        return {"predict": prediction, "radius": radius}
-
-    _certify_split(data.split("test"), sampling, "certify", row, out, GLOBAL_COLUMNS, device)
+    stage, columns = ("label", LABEL_COLUMNS) if split == "train" else ("certify", GLOBAL_COLUMNS)
+    _certify_split(data.split(split), sampling, stage, row, out, columns, device)
 
 
 def load_dual(

@@ -190,7 +190,7 @@ def test_cifar10_missing_without_download(tmp_path: Path) -> None:
         prepare_dataset("cifar10", tmp_path, seed=0, download=False)
     message = str(error.value)
     assert str(tmp_path / "cifar-10-batches-py") in message
-    assert "data_options.download" in message and "cifar-10-python.tar.gz" in message
+    assert "data.cifar10.download" in message and "cifar-10-python.tar.gz" in message
     assert not (tmp_path / "READY").exists()
 
 
@@ -260,8 +260,8 @@ def test_imagenet_errors(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError) as error:
         prepare_dataset("imagenet", tmp_path / "data", seed=0, source=str(missing))
-    assert str(missing) in str(error.value) and "data_options.source" in str(error.value)
-    with pytest.raises(ValueError, match="data_options.source"):
+    assert str(missing) in str(error.value) and "data.imagenet.source" in str(error.value)
+    with pytest.raises(ValueError, match="data.imagenet.source"):
         prepare_dataset("imagenet", tmp_path / "data", seed=0)
     _image_tree(tmp_path / "val", per_class=1)
     with pytest.raises(ValueError, match="3 class folders"):

@@ -15,28 +15,9 @@ import torch
 from scipy.stats import binom, norm
 
 from dualrs.dual import DualCertificate, DualSmooth
+from closed_form import TAIL, HalfSpace, upper_tolerance
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import ABSTAIN, Smooth, lower_confidence_bound
-
-TAIL = 1e-4  # chance that one statistical check fails on a correct implementation, at most
-
-
-def upper_tolerance(trials: int, p: float, tail: float = TAIL) -> int:
-    return int(binom.ppf(1 - tail, trials, p))
-
-
-class HalfSpace(torch.nn.Module):
-    """f(x) = 1[w·x + b > 0] as two logits (−s, s) with s = w·x + b."""
-
-    def __init__(self, w: torch.Tensor, b: float):
-        super().__init__()
-        self.register_buffer("w", w.to(torch.float64))
-        self.b = float(b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.flatten(1).to(torch.float64) @ self.w + self.b
-        return torch.stack([-s, s], dim=1)
-
 
 class ConstantClass(torch.nn.Module):
     def __init__(self, k: int, num_classes: int):

@@ -16,33 +16,9 @@ import torch
 from scipy.stats import beta as beta_dist
 from scipy.stats import binom, norm
 
+from closed_form import TAIL, HalfSpace, upper_tolerance
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import ABSTAIN, CertifyBound, Smooth, lower_confidence_bound
-
-# Each statistical check fails by chance with probability about TAIL (two-sided checks 2·TAIL).
-TAIL = 1e-4
-
-
-def upper_tolerance(trials: int, p: float, tail: float = TAIL) -> int:
-    """The largest failure count Binomial(trials, p) exceeds with probability below ``tail``."""
-    return int(binom.ppf(1 - tail, trials, p))
-
-
-# ------------------------------------------------------------------ closed-form base classifiers
-
-
-class HalfSpace(torch.nn.Module):
-    """f(x) = 1[w·x + b > 0] as two logits (−s, s) with s = w·x + b."""
-
-    def __init__(self, w: torch.Tensor, b: float):
-        super().__init__()
-        self.register_buffer("w", w.to(torch.float64))
-        self.b = float(b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.flatten(1).to(torch.float64) @ self.w + self.b
-        return torch.stack([-s, s], dim=1)
-
 
 class NoiseArgmax(torch.nn.Module):
     """Logits = the input itself: at x = 0 the vote is uniform over the input's coordinates."""

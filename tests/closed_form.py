@@ -1,0 +1,28 @@
+"""Shared helpers of the statistical tests: base classifiers with known p_A and binomial tolerances."""
+import torch
+from scipy.stats import binom
+
+# Each statistical check fails by chance with probability about TAIL (two-sided checks 2·TAIL).
+TAIL = 1e-4
+
+
+def upper_tolerance(trials: int, p: float, tail: float = TAIL) -> int:
+    """The largest failure count Binomial(trials, p) exceeds with probability below ``tail``."""
+    return int(binom.ppf(1 - tail, trials, p))
+
+
+class HalfSpace(torch.nn.Module):
+    """f(x) = 1[w·x + b > 0] as two logits (−s, s) with s = w·x + b.
+
+    Under x + δ, δ ~ N(0, σ²I): p_1 = Φ((w·x + b)/(σ‖w‖)), so the exact smoothed radius of class 1
+    is (w·x + b)/‖w‖, the distance to the hyperplane.
+    """
+
+    def __init__(self, w: torch.Tensor, b: float):
+        super().__init__()
+        self.register_buffer("w", w.to(torch.float64))
+        self.b = float(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1).to(torch.float64) @ self.w + self.b
+        return torch.stack([-s, s], dim=1)
