@@ -79,7 +79,7 @@ rule train_denoiser:
         "logs/{experiment}/train_denoiser.log",
     benchmark:
         "benchmarks/{experiment}/train_denoiser.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=gpu,
         mem_mb=mem_mb,
