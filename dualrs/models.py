@@ -95,7 +95,15 @@ def create_timm_model(
         load_backbone_weights(backbone, weights)
     cfg = backbone.pretrained_cfg
     size = input_size or cfg.get("input_size", (in_chans, 224, 224))[-1]
-    return nn.Sequential(Resize(size), Normalize(cfg.get("mean", (0.5,) * in_chans), cfg.get("std", (0.5,) * in_chans)), backbone)
+    return nn.Sequential(Resize(size), Normalize(*_channel_stats(cfg, in_chans)), backbone)
+
+
+def _channel_stats(cfg: dict, in_chans: int) -> tuple[list[float], list[float]]:
+    """The backbone's normalization mean/std, averaged over channels when ``in_chans`` differs."""
+    mean, std = list(cfg.get("mean", (0.5,) * in_chans)), list(cfg.get("std", (0.5,) * in_chans))
+    if len(mean) != in_chans:
+        mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
+    return mean, std
 
 
 def load_backbone_weights(backbone: nn.Module, weights: str | Path) -> None:
