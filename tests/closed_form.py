@@ -26,3 +26,14 @@ class HalfSpace(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.flatten(1).to(torch.float64) @ self.w + self.b
         return torch.stack([-s, s], dim=1)
+
+
+class ConstantClass(torch.nn.Module):
+    """Always class ``k`` of ``num_classes``, whatever the input."""
+
+    def __init__(self, k: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("logits", torch.nn.functional.one_hot(torch.tensor(k), num_classes).double())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1)

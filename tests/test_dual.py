@@ -15,18 +15,9 @@ import torch
 from scipy.stats import binom, norm
 
 from dualrs.dual import DualCertificate, DualSmooth
-from closed_form import TAIL, HalfSpace, upper_tolerance
+from closed_form import TAIL, ConstantClass, HalfSpace, upper_tolerance
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import ABSTAIN, Smooth, lower_confidence_bound
-
-class ConstantClass(torch.nn.Module):
-    def __init__(self, k: int, num_classes: int):
-        super().__init__()
-        self.register_buffer("logits", torch.nn.functional.one_hot(torch.tensor(k), num_classes).double())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(x.shape[0], -1)
-
 
 class NoiseArgmax(torch.nn.Module):
     """Logits = the input: at x = 0 the vote is uniform over the input's coordinates."""

@@ -16,7 +16,7 @@ import torch
 from scipy.stats import beta as beta_dist
 from scipy.stats import binom, norm
 
-from closed_form import TAIL, HalfSpace, upper_tolerance
+from closed_form import TAIL, ConstantClass, HalfSpace, upper_tolerance
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import ABSTAIN, CertifyBound, Smooth, lower_confidence_bound
 
@@ -25,17 +25,6 @@ class NoiseArgmax(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
-
-
-class ConstantClass(torch.nn.Module):
-    """Always class ``k`` of ``num_classes``, whatever the input."""
-
-    def __init__(self, k: int, num_classes: int):
-        super().__init__()
-        self.register_buffer("logits", torch.nn.functional.one_hot(torch.tensor(k), num_classes).double())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(x.shape[0], -1)
 
 
 def half_space_at_distance(distance: float, dim: int = 4, seed: int = 0) -> tuple[HalfSpace, torch.Tensor]:
