@@ -14,10 +14,11 @@ import pytest
 import torch
 from scipy.stats import binom, norm
 
-from dualrs.dual import DualCertificate, DualSmooth
 from closed_form import TAIL, ConstantClass, HalfSpace, upper_tolerance
+from dualrs.dual import DualCertificate, DualSmooth
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import ABSTAIN, Smooth, lower_confidence_bound
+
 
 class NoiseArgmax(torch.nn.Module):
     """Logits = the input: at x = 0 the vote is uniform over the input's coordinates."""
