@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,6 +27,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset, TensorDataset
+
+from dualrs.io import atomic_file
 
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
@@ -69,20 +69,15 @@ def _check_positive_ints(opts: Any, names: Sequence[str]) -> None:
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``path`` through :func:`dualrs.io.atomic_file` with a binary writer."""
+    with atomic_file(path) as tmp, tmp.open("wb") as f:
+        write(f)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
     """Atomically write UTF-8 ``text`` to ``path``."""
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 class LabeledTensorDataset(TensorDataset):

@@ -34,12 +34,9 @@ def save_checkpoint(path: Path | str, model: nn.Module, meta: Mapping[str, Any])
     missing = {"arch", "num_classes", "in_chans"} - set(meta)
     if missing:
         raise ValueError(f"checkpoint metadata lacks {sorted(missing)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    safetensors.torch.save_model(model, str(tmp))
-    write_json(metadata_path(path), dict(meta))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        safetensors.torch.save_model(model, str(tmp))
+        write_json(metadata_path(path), dict(meta))
 
 
 def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -58,21 +55,29 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tup
     return model.to(device).eval(), meta
 
 
-def write_json(path: Path | str, content: Mapping[str, Any]) -> None:
+@contextmanager
+def atomic_file(path: Path | str) -> Iterator[Path]:
+    """Yield a hidden temporary sibling of ``path`` to write; rename it to ``path`` on success,
+    delete it on failure, so readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path | str, content: Mapping[str, Any]) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def write_table(path: Path | str, frame: pd.DataFrame) -> None:
     """Write a TSV atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, sep="\t", index=False)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)
 
 
 def read_table(path: Path | str) -> pd.DataFrame:

@@ -111,7 +111,7 @@ class Smooth:
         self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None,
     ) -> np.ndarray:
         """Class counts of f(x + δ) over ``num`` Gaussian draws, in batches on the model's device."""
-        device = _device_of(self.base_classifier)
+        device = device_of(self.base_classifier)
         x = x.to(device)
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=device)
         for noise in gaussian_batches(x.shape, num, batch_size, generator, device, x.dtype):
@@ -143,6 +143,7 @@ def gaussian_batches(
         buffered -= take
 
 
-def _device_of(module: torch.nn.Module) -> torch.device:
+def device_of(module: torch.nn.Module) -> torch.device:
+    """Where the module's parameters live (CPU for a parameter-free module)."""
     parameter = next(module.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from dualrs import data as datasets
 from dualrs.dual import DualSmooth
 from dualrs.io import (DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, load_checkpoint, read_table, resumable_table,
-                       save_checkpoint, write_json, write_table)
+                       save_checkpoint, write_table)
 from dualrs.labels import class_balance_weights, label_summary, radius_matrix, soft_labels
 from dualrs.models import create_model
 from dualrs.report import load_methods, plot_figures, summary_table, write_tables
@@ -270,5 +270,4 @@ def report(
     write_tables(summary, table)
     plot_figures(methods, dual, figures, title)
     print(summary.round(3).to_string())
-    write_json(Path(figures) / "index.json", {"methods": list(methods), "radii": list(radii)})
 

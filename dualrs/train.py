@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from dualrs.seeding import sample_generator
-from dualrs.smoothing import Smooth
+from dualrs.smoothing import Smooth, device_of
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def train_classifier(
     """Minimise CE(f(x + δ), y), δ ~ N(0, σ²I); returns the mean loss of each epoch."""
     torch.manual_seed(seed)
 
-    def loss_fn(x: torch.Tensor, y: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x + sigma * torch.randn_like(x)), y)
 
     return _fit(model, data, loss_fn, optim, seed, device, desc)
@@ -83,7 +83,7 @@ def route(
 ) -> np.ndarray:
     """σ̂ index per sample: the majority vote of the estimator under n draws of N(0, σ_e²I)."""
     smooth = Smooth(estimator, num_sigmas, sigma_e)
-    device = next(estimator.parameters()).device
+    device = device_of(estimator)
     votes = []
     for i in tqdm(range(len(data)), desc="route", mininterval=5):
         counts = smooth.sample_counts(data[i][0], n, batch_size, sample_generator(seed, "route", i, device))
@@ -103,7 +103,7 @@ def _fit(model, data, loss_fn, optim: Optim, seed: int, device, desc: str) -> li
             total, seen = 0.0, 0
             for batch in loader:
                 batch = [t.to(device) for t in batch]
-                loss = loss_fn(*batch) if len(batch) == 3 else loss_fn(batch[0], batch[1], batch[1])
+                loss = loss_fn(*batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
