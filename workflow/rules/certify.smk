@@ -17,7 +17,7 @@ rule certify_global:
     log:
         "logs/{experiment}/certify_global/sigma{sigma}_shard{shard}.log",
     benchmark:
-        "benchmarks/{experiment}/certify_global/sigma{sigma}_shard{shard}.tsv"
+        "logs/{experiment}/benchmark/certify_global/sigma{sigma}_shard{shard}.tsv"
     threads: 1
     resources:
         gpu=gpu,
@@ -50,7 +50,7 @@ rule certify_dual:
     log:
         "logs/{experiment}/certify_dual/it{it}_shard{shard}.log",
     benchmark:
-        "benchmarks/{experiment}/certify_dual/it{it}_shard{shard}.tsv"
+        "logs/{experiment}/benchmark/certify_dual/it{it}_shard{shard}.tsv"
     threads: 1
     resources:
         gpu=gpu,

@@ -7,7 +7,7 @@ rule prepare_data:
     log:
         "logs/prepare_data/{data}.log",
     benchmark:
-        "benchmarks/prepare_data/{data}.tsv"
+        "logs/prepare_data/benchmark/{data}.tsv"
     resources:
         mem_mb=8000,
         runtime=120,

@@ -27,7 +27,7 @@ rule train_estimator:
     log:
         "logs/{experiment}/train_estimator/it{it}.log",
     benchmark:
-        "benchmarks/{experiment}/train_estimator/it{it}.tsv"
+        "logs/{experiment}/benchmark/train_estimator/it{it}.tsv"
     threads: 1
     resources:
         gpu=gpu,

@@ -19,7 +19,7 @@ rule route_training_set:
     log:
         "logs/{experiment}/route/it{it}.log",
     benchmark:
-        "benchmarks/{experiment}/route/it{it}.tsv"
+        "logs/{experiment}/benchmark/route/it{it}.tsv"
     threads: 1
     resources:
         gpu=gpu,
@@ -50,7 +50,7 @@ rule finetune_classifier:
     log:
         "logs/{experiment}/finetune/it{it}_sigma{sigma}.log",
     benchmark:
-        "benchmarks/{experiment}/finetune/it{it}_sigma{sigma}.tsv"
+        "logs/{experiment}/benchmark/finetune/it{it}_sigma{sigma}.tsv"
     threads: 1
     resources:
         gpu=gpu,

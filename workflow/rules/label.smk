@@ -17,7 +17,7 @@ rule label:
     log:
         "logs/{experiment}/label/it{it}_sigma{sigma}_shard{shard}.log",
     benchmark:
-        "benchmarks/{experiment}/label/it{it}_sigma{sigma}_shard{shard}.tsv"
+        "logs/{experiment}/benchmark/label/it{it}_sigma{sigma}_shard{shard}.tsv"
     threads: 1
     resources:
         gpu=gpu,
@@ -45,7 +45,7 @@ rule merge_shards:
     log:
         "logs/{experiment}/merge/{stage}/{name}.log",
     benchmark:
-        "benchmarks/{experiment}/merge/{stage}/{name}.tsv"
+        "logs/{experiment}/benchmark/merge/{stage}/{name}.tsv"
     resources:
         mem_mb=2000,
         runtime=10,

@@ -17,7 +17,7 @@ rule train_classifier:
     log:
         "logs/{experiment}/train_classifier/sigma{sigma}.log",
     benchmark:
-        "benchmarks/{experiment}/train_classifier/sigma{sigma}.tsv"
+        "logs/{experiment}/benchmark/train_classifier/sigma{sigma}.tsv"
     threads: 1
     resources:
         gpu=gpu,
@@ -38,7 +38,7 @@ use rule train_classifier as train_shared_classifier with:
     log:
         "logs/{experiment}/train_classifier/noise{sigma}.log",
     benchmark:
-        "benchmarks/{experiment}/train_classifier/noise{sigma}.tsv"
+        "logs/{experiment}/benchmark/train_classifier/noise{sigma}.tsv"
 
 
 rule fetch_pretrained:
@@ -55,7 +55,7 @@ rule fetch_pretrained:
     log:
         "logs/{experiment}/fetch_pretrained.log",
     benchmark:
-        "benchmarks/{experiment}/fetch_pretrained.tsv"
+        "logs/{experiment}/benchmark/fetch_pretrained.tsv"
     resources:
         mem_mb=mem_mb,
         runtime=60,
@@ -78,7 +78,7 @@ rule train_denoiser:
     log:
         "logs/{experiment}/train_denoiser.log",
     benchmark:
-        "benchmarks/{experiment}/train_denoiser.tsv"
+        "logs/{experiment}/benchmark/train_denoiser.tsv"
     threads: 1
     resources:
         gpu=gpu,

@@ -19,7 +19,7 @@ rule report:
     log:
         "logs/{experiment}/report.log",
     benchmark:
-        "benchmarks/{experiment}/report.tsv"
+        "logs/{experiment}/benchmark/report.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
