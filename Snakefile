@@ -1,6 +1,7 @@
 # Dual randomized smoothing pipeline: data -> experts -> labels -> estimator -> certificates -> tables.
 # `snakemake --cores 2` builds the default targets (config: default_targets);
 # `snakemake results/tables/<experiment>.csv` builds one experiment.
+# `snakemake ablations` builds the ablation tables (results/tables/ablations/) of the default targets.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -16,7 +17,9 @@ include: "workflow/rules/label.smk"
 include: "workflow/rules/estimator.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/certify.smk"
+include: "workflow/rules/router.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/ablations.smk"
 
 
 rule all:

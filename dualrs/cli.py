@@ -10,13 +10,15 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from pathlib import Path
 
-import torch
+from dualrs import gpu_slots
+from dualrs.tables import concat_tables
 
-from dualrs import tasks
-from dualrs.io import concat_tables
-from dualrs.train import Optim
+if TYPE_CHECKING:
+    from dualrs import tasks
+    from dualrs.train import Optim
 
 
 def positive_float(text: str) -> float:
@@ -43,7 +45,16 @@ def positive_int(text: str) -> int:
 def level(text: str) -> float:
     value = float(text)
     if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 0.5), got {text!r}")
+        from dualrs.validation import LEVEL_RULE
+
+        raise argparse.ArgumentTypeError(f"must lie in (0, 0.5), got {text!r}: {LEVEL_RULE}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text!r}")
     return value
 
 
@@ -71,6 +82,18 @@ def name_path(text: str) -> tuple[str, Path]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
     return name, Path(path)
+
+
+def expert_spec(text: str) -> dict:
+    """``{"name": ..., "sigma": ..., "classifier": CHECKPOINT, "denoiser": DIR or null}``."""
+    spec = json_object(text)
+    unknown = set(spec) - {"name", "sigma", "classifier", "denoiser"}
+    if unknown or not {"name", "sigma", "classifier"} <= set(spec):
+        raise argparse.ArgumentTypeError(
+            f"an expert needs name, sigma, classifier (and optionally denoiser), got {text!r}")
+    denoiser = spec.get("denoiser")
+    return {"name": str(spec["name"]), "sigma": positive_float(str(spec["sigma"])),
+            "classifier": existing_file(spec["classifier"]), "denoiser": existing_dir(denoiser) if denoiser else None}
 
 
 def existing_file(text: str) -> Path:
@@ -121,21 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     sub = command("prepare-data", "write the dataset's stable on-disk form under --root")
-    sub.set_defaults(run=lambda a: tasks.prepare_data(_data(a), a.seed))
+    sub.set_defaults(run=lambda a: _tasks().prepare_data(_data(a), a.seed))
 
     sub = command("train-denoiser", "train a small DDPM on the training split (Ho et al. 2020)")
     sub.add_argument("--steps", type=positive_int, required=True)
     sub.add_argument("--batch-size", type=positive_int, required=True)
     sub.add_argument("--lr", type=positive_float, required=True)
     sub.add_argument("--out", type=Path, required=True)
-    sub.set_defaults(run=lambda a: tasks.train_denoiser(_data(a), a.out, a.steps, a.batch_size, a.lr, a.seed, a.device))
+    sub.set_defaults(run=lambda a: _tasks().train_denoiser(
+        _data(a), a.out, a.steps, a.batch_size, a.lr, a.seed, a.device))
 
     sub = command("train-classifier", "train a classifier under Gaussian noise σ", optim=True)
     sub.add_argument("--arch", required=True)
     sub.add_argument("--model-options", type=json_object, default={})
     sub.add_argument("--sigma", type=nonnegative_float, required=True, help="training noise (0: clean)")
     sub.add_argument("--out", type=Path, required=True)
-    sub.set_defaults(run=lambda a: tasks.train_classifier_model(
+    sub.set_defaults(run=lambda a: _tasks().train_classifier_model(
         _data(a), a.out, a.arch, a.model_options, a.sigma, _optim(a), a.seed, a.device))
 
     for name, split, help in (("label", "train", "certify training samples under one σ (estimator labels)"),
@@ -145,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--sigma", type=positive_float, required=True)
         sub.add_argument("--alpha", type=level, required=True)
         sub.add_argument("--out", type=Path, required=True)
-        sub.set_defaults(run=lambda a, split=split: tasks.certify_smoothed(
+        sub.set_defaults(run=lambda a, split=split: _tasks().certify_smoothed(
             _data(a), split, a.classifier, a.sigma, a.denoiser, _sampling(a), a.alpha, a.out, a.device))
 
     sub = command("certify-dual", "dual RS on the test split (Theorem 4.2)", sampling=True, denoiser=True)
@@ -154,13 +178,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--sigma-e", type=positive_float, required=True)
     sub.add_argument("--alpha", type=level, required=True)
     sub.add_argument("--beta", type=level, required=True)
+    sub.add_argument("--adaptive", action="store_true",
+                     help="sequential sampling: stop once the certificate is settled (same guarantee)")
     sub.add_argument("--out", type=Path, required=True)
-    sub.set_defaults(run=lambda a: tasks.certify_dual(
+    sub.set_defaults(run=lambda a: _tasks().certify_dual(
         _data(a), a.estimator, _by_sigma(a.classifier), a.sigma_e, a.denoiser, _sampling(a), a.alpha, a.beta,
-        a.out, a.device))
+        a.out, a.device, a.adaptive))
 
-    sub = command("train-estimator", "train the variance estimator from label tables", optim=True, denoiser=True)
-    sub.add_argument("--labels", type=sigma_path, action="append", required=True, help="SIGMA=TSV, one per σ")
+    sub = command("certify-cascade", "cascaded RS from the largest sigma down (Jeong & Shin 2023)", sampling=True,
+                  denoiser=True)
+    sub.add_argument("--classifier", type=sigma_path, action="append", required=True, help="SIGMA=CHECKPOINT")
+    sub.add_argument("--alpha", type=level, required=True, help="split evenly over the stages")
+    sub.add_argument("--threshold", type=float, default=0.5, help="p0: a stage is confident when p_A >= p0")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: _tasks().certify_cascade(
+        _data(a), _by_sigma(a.classifier), a.denoiser, _sampling(a), a.alpha, a.threshold, a.out, a.device))
+
+    sub = command("certify-router", "route among expert RS models on the test split (Sec. 4.3)", sampling=True,
+                  denoiser=True)
+    sub.add_argument("--router", type=existing_file, required=True, help="estimator checkpoint over the experts")
+    sub.add_argument("--expert", type=expert_spec, action="append", required=True,
+                     help='JSON {"name", "sigma", "classifier", "denoiser"}, in the router\'s class order')
+    sub.add_argument("--sigma-e", type=positive_float, required=True)
+    sub.add_argument("--alpha", type=level, required=True)
+    sub.add_argument("--beta", type=level, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+    sub.set_defaults(run=lambda a: _tasks().certify_router(
+        _data(a), a.router, [_tasks().ExpertSpec(**spec) for spec in a.expert], a.sigma_e, a.denoiser,
+        _sampling(a), a.alpha, a.beta, a.out, a.device))
+
+    sub = command("train-estimator", "train the variance estimator (or a router) from label tables", optim=True,
+                  denoiser=True)
+    candidates = sub.add_mutually_exclusive_group(required=True)
+    candidates.add_argument("--labels", type=sigma_path, action="append", help="SIGMA=TSV, one per σ")
+    candidates.add_argument("--expert-labels", type=name_path, action="append",
+                            help="NAME=TSV, one per expert in class order: train a router")
     sub.add_argument("--arch", required=True)
     sub.add_argument("--model-options", type=json_object, default={})
     sub.add_argument("--sigma-e", type=positive_float, required=True)
@@ -169,10 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--eta", type=nonnegative_float, default=0.5)
     sub.add_argument("--copies", type=positive_int, default=2)
     sub.add_argument("--weights", type=existing_file, default=None, help="timm checkpoint initialising the backbone")
+    sub.add_argument("--hard-labels", action="store_true",
+                     help="train towards the one-hot argmax of the radii instead of softmax(radii/temperature)")
+    sub.add_argument("--train-fraction", type=fraction, default=1.0,
+                     help="train on this seeded fraction of the labelled inputs")
     sub.add_argument("--out", type=Path, required=True)
-    sub.set_defaults(run=lambda a: tasks.train_estimator_model(
-        _data(a), _by_sigma(a.labels), a.out, a.arch, a.model_options, a.sigma_e, a.temperature, a.lam, a.eta,
-        a.copies, _optim(a), a.seed, a.denoiser, a.device, a.weights))
+    sub.set_defaults(run=lambda a: _tasks().train_estimator_model(
+        _data(a), _by_sigma(a.labels) if a.labels else _by_name(a.expert_labels), a.out, a.arch, a.model_options,
+        a.sigma_e, a.temperature, a.lam, a.eta,
+        a.copies, _optim(a), a.seed, a.denoiser, a.device, a.weights, a.hard_labels, a.train_fraction))
 
     sub = command("route", "route every training input to the estimator's majority-vote sigma", denoiser=True)
     sub.add_argument("--estimator", type=existing_file, required=True)
@@ -180,16 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--n", type=positive_int, required=True, help="noise draws per vote")
     sub.add_argument("--batch-size", type=positive_int, required=True)
     sub.add_argument("--out", type=Path, required=True)
-    sub.set_defaults(run=lambda a: tasks.route_training_set(
+    sub.set_defaults(run=lambda a: _tasks().route_training_set(
         _data(a), a.estimator, a.sigma_e, a.n, a.batch_size, a.seed, a.denoiser, a.out, a.device))
 
-    sub = command("finetune", "finetune the classifier for one sigma on the inputs routed to it", optim=True,
-                  denoiser=True)
+    sub = command("finetune", "finetune the classifier for one sigma on the inputs routed to it (or, without "
+                  "--sigma, one shared classifier on every input at its routed sigma)", optim=True, denoiser=True)
     sub.add_argument("--classifier", type=existing_file, required=True)
-    sub.add_argument("--sigma", type=positive_float, required=True)
+    sub.add_argument("--sigma", type=positive_float, default=None)
     sub.add_argument("--routes", type=existing_file, required=True, help="TSV written by `dualrs route`")
     sub.add_argument("--out", type=Path, required=True)
-    sub.set_defaults(run=lambda a: tasks.finetune_classifier(
+    sub.set_defaults(run=lambda a: _tasks().finetune_classifier(
         _data(a), a.classifier, a.sigma, a.routes, _optim(a), a.seed, a.denoiser, a.out, a.device))
 
     sub = command("fetch-pretrained", "store off-the-shelf timm weights as a dualrs checkpoint")
@@ -197,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--model-options", type=json_object, default={})
     sub.add_argument("--weights", type=existing_file, required=True)
     sub.add_argument("--out", type=Path, required=True)
-    sub.set_defaults(run=lambda a: tasks.fetch_pretrained(_data(a), a.arch, a.model_options, a.weights, a.out))
+    sub.set_defaults(run=lambda a: _tasks().fetch_pretrained(_data(a), a.arch, a.model_options, a.weights, a.out))
 
     sub = command("merge", "concatenate shard tables sorted by idx", data=False)
     sub.add_argument("inputs", type=existing_file, nargs="+")
@@ -207,13 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("report", "certified-accuracy table and figures", data=False)
     sub.add_argument("--global", dest="global_tables", type=sigma_path, action="append", default=[],
                      help="SIGMA=TSV")
-    sub.add_argument("--dual", type=name_path, action="append", default=[], help="NAME=TSV")
+    sub.add_argument("--method", type=name_path, action="append", default=[],
+                     help="NAME=TSV: another row (cascade, an expert alone)")
+    sub.add_argument("--dual", type=name_path, action="append", default=[],
+                     help="NAME=TSV: a routed row (dual RS, router) with the sigma chosen per input")
     sub.add_argument("--radii", type=nonnegative_float, nargs="+", required=True)
     sub.add_argument("--title", default="")
-    sub.add_argument("--table", type=Path, required=True, help="CSV path; .md and .tex written beside it")
-    sub.add_argument("--figures", type=Path, required=True)
-    sub.set_defaults(run=lambda a: tasks.report(
-        _by_sigma(a.global_tables), dict(a.dual), a.radii, a.table, a.figures, a.title))
+    sub.add_argument("--table", type=Path, required=True,
+                     help="CSV path; .md, .tex, .json and _curve.csv written beside it")
+    sub.add_argument("--figures", type=Path, default=None, help="figure folder (none: no figures)")
+    sub.set_defaults(run=lambda a: _report_experiment(
+        _by_sigma(a.global_tables), _by_name(a.method), _by_name(a.dual), a.radii, a.table, a.figures, a.title))
     return parser
 
 
@@ -224,28 +285,64 @@ def _by_sigma(pairs: Sequence[tuple[float, Path]]) -> dict[float, Path]:
     return mapping
 
 
+def _by_name(pairs: Sequence[tuple[str, Path]]) -> dict[str, Path]:
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        raise SystemExit(f"dualrs: error: a row name is given twice in {[f'{n}={p}' for n, p in pairs]}")
+    return mapping
+
+
+def _tasks():
+    """:mod:`dualrs.tasks`, imported when a command runs: it loads torch, which merge and report do not need."""
+    from dualrs import tasks
+
+    return tasks
+
+
+def _report_experiment(*args) -> None:
+    from dualrs.report import report_experiment
+
+    report_experiment(*args)
+
+
 def _data(a: argparse.Namespace) -> tasks.DataRef:
-    return tasks.DataRef(a.dataset, a.root, a.data_options)
+    return _tasks().DataRef(a.dataset, a.root, a.data_options)
 
 
 def _sampling(a: argparse.Namespace) -> tasks.Sampling:
     if not 0 <= a.shard < a.num_shards:
         raise SystemExit(f"dualrs: error: --shard must lie in [0, {a.num_shards}), got {a.shard}")
-    return tasks.Sampling(a.n0, a.n, a.batch_size, a.seed, a.every, a.shard, a.num_shards)
+    return _tasks().Sampling(a.n0, a.n, a.batch_size, a.seed, a.every, a.shard, a.num_shards)
 
 
 def _optim(a: argparse.Namespace) -> Optim:
+    from dualrs.train import Optim
+
     return Optim(a.epochs, a.train_batch_size, a.lr, a.weight_decay, a.num_workers)
+
+
+# Commands that never run a model on ``--device``; every other one, with ``--device`` auto or cuda,
+# claims a free GPU before CUDA initialises (dualrs.gpu_slots).
+HOST_COMMANDS = frozenset({"prepare-data", "fetch-pretrained", "merge", "report"})
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    gpu_slot = None
+    if args.command not in HOST_COMMANDS:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.device in ("auto", "cuda"):
+            gpu_slot = gpu_slots.pin_gpu(torch.cuda.device_count())
     try:
         args.run(args)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"dualrs {args.command}: error: {error}")
+    finally:
+        if gpu_slot is not None:
+            gpu_slot.release()
 
 
 if __name__ == "__main__":

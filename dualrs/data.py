@@ -28,7 +28,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from dualrs.io import atomic_file
+from dualrs.tables import atomic_file
 
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
@@ -58,6 +58,7 @@ class DatasetSpec:
     prepare: Callable[[Path, int, Any], None]
     load: Callable[[Path, str, Any], Dataset]
     splits: Callable[[Any], tuple[str, ...]] = lambda opts: SPLITS
+    check_sources: Callable[[Any], None] = lambda opts: None  # raises if a folder it reads from is missing
 
 
 def _check_positive_ints(opts: Any, names: Sequence[str]) -> None:
@@ -69,7 +70,7 @@ def _check_positive_ints(opts: Any, names: Sequence[str]) -> None:
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through :func:`dualrs.io.atomic_file` with a binary writer."""
+    """Write ``path`` through :func:`dualrs.tables.atomic_file` with a binary writer."""
     with atomic_file(path) as tmp, tmp.open("wb") as f:
         write(f)
 
@@ -210,10 +211,8 @@ def _imagenet_splits(opts: ImageNetOptions) -> tuple[str, ...]:
     return SPLITS if opts.train_source is not None else ("test",)
 
 
-def _image_folder(source: str | None, key: str) -> ImageFolder:
-    """Scan an ImageFolder tree; a missing folder names the path and config key."""
-    from torchvision.datasets import ImageFolder
-
+def _check_folder(source: str | None, key: str) -> None:
+    """A missing ImageFolder root is one error naming the path and config key."""
     if source is None:
         raise ValueError(f"imagenet needs option {key!r} (config key data.imagenet.{key})")
     if not Path(source).is_dir():
@@ -221,6 +220,19 @@ def _image_folder(source: str | None, key: str) -> ImageFolder:
             f"ImageNet folder {source} does not exist (config key data.imagenet.{key}); "
             "it must hold one subfolder of images per class (wnid)"
         )
+
+
+def _check_imagenet_sources(opts: ImageNetOptions) -> None:
+    _check_folder(opts.source, "source")
+    if opts.train_source is not None:
+        _check_folder(opts.train_source, "train_source")
+
+
+def _image_folder(source: str | None, key: str) -> ImageFolder:
+    """Scan an ImageFolder tree."""
+    from torchvision.datasets import ImageFolder
+
+    _check_folder(source, key)
     return ImageFolder(source)
 
 
@@ -289,7 +301,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(DigitsOptions, _digits_info, _prepare_digits, _load_digits),
     "cifar10": DatasetSpec(Cifar10Options, _cifar10_info, _prepare_cifar10, _load_cifar10),
     "imagenet": DatasetSpec(
-        ImageNetOptions, _imagenet_info, _prepare_imagenet, _load_imagenet, _imagenet_splits
+        ImageNetOptions, _imagenet_info, _prepare_imagenet, _load_imagenet, _imagenet_splits,
+        _check_imagenet_sources,
     ),
 }
 
@@ -322,6 +335,7 @@ def prepare_dataset(name: str, root: Path, *, seed: int, **options: Any) -> None
     is removed first, so an interrupted run never looks finished.
     """
     spec, opts = _resolve(name, options)
+    spec.check_sources(opts)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / READY).unlink(missing_ok=True)

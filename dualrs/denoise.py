@@ -106,6 +106,10 @@ class DiffusionDenoiser(torch.nn.Module):
             x0 = sqrt_abar * x_t - sqrt_one_minus_abar * out
         return ((x0.clamp(-1.0, 1.0) + 1.0) / 2.0).to(x_noisy.dtype)
 
+    def train(self, mode: bool = True) -> DiffusionDenoiser:
+        """The denoiser is frozen: it stays in eval mode when a model around it is trained."""
+        return super().train(False)
+
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], sigma: float, **kw: Any) -> DiffusionDenoiser:
         """Load a local diffusers UNet + DDPM scheduler and build a denoiser for ``sigma``.

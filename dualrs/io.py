@@ -1,27 +1,19 @@
-"""Checkpoints (safetensors weights + JSON metadata) and certificate TSVs, all written atomically.
-
-Certificate rows are appended to ``<path>.partial`` and flushed one by one; the file is renamed to
-``<path>`` only when every sample is done, so an interrupted run resumes where it stopped.
-"""
+"""Checkpoints: safetensors weights + JSON metadata, written atomically; no pickle is ever loaded."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pandas as pd
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 
 from dualrs.models import create_model
+from dualrs.tables import atomic_file, write_json
 
-GLOBAL_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
-DUAL_COLUMNS = ["idx", "label", "predict", "sigma", "radius", "r_sigma", "r_c", "correct", "time"]
-LABEL_COLUMNS = ["idx", "label", "predict", "count", "pA_lower", "radius", "correct"]
 _BUILD_ONLY_KWARGS = ("weights", "pretrained")
 
 
@@ -45,102 +37,29 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tup
     for required in (path, meta_file):
         if not required.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {required}")
-    meta = json.loads(meta_file.read_text())
+    meta = read_metadata(meta_file)
     kwargs = {k: v for k, v in meta.get("model_kwargs", {}).items() if k not in _BUILD_ONLY_KWARGS}
     model = create_model(meta["arch"], meta["num_classes"], meta["in_chans"], **kwargs)
     try:
         safetensors.torch.load_model(model, str(path), device=str(device))
     except RuntimeError as error:
         raise ValueError(f"checkpoint {path} does not match architecture {meta['arch']!r}: {error}") from None
+    except safetensors.SafetensorError as error:
+        raise ValueError(f"checkpoint {path} is not a safetensors file ({error})") from None
     return model.to(device).eval(), meta
 
 
-@contextmanager
-def atomic_file(path: Path | str) -> Iterator[Path]:
-    """Yield a hidden temporary sibling of ``path`` to write; rename it to ``path`` on success,
-    delete it on failure, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+def read_metadata(meta_file: Path) -> dict:
+    """A checkpoint's JSON metadata; it must name arch, num_classes and in_chans."""
     try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"checkpoint metadata {meta_file} is not valid JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint metadata {meta_file} must be a JSON object")
+    missing = {"arch", "num_classes", "in_chans"} - set(meta)
+    if missing:
+        raise ValueError(f"checkpoint metadata {meta_file} lacks {sorted(missing)}")
+    return meta
 
 
-def write_json(path: Path | str, content: Mapping[str, Any]) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-
-
-def write_table(path: Path | str, frame: pd.DataFrame) -> None:
-    """Write a TSV atomically."""
-    with atomic_file(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False)
-
-
-def read_table(path: Path | str) -> pd.DataFrame:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"table not found: {path}")
-    return pd.read_csv(path, sep="\t")
-
-
-class ResumableTable:
-    """Rows appended to ``<path>.partial``; :meth:`done` lists indices already written."""
-
-    def __init__(self, path: Path | str, columns: list[str]):
-        self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self.columns = columns
-        self.done: set[int] = set()
-        if self.partial.is_file():
-            text = self.partial.read_text()
-            lines = text.splitlines()
-            if text and not text.endswith("\n"):
-                lines = lines[:-1]  # the row being written when the run was interrupted
-            if lines and lines[0].split("\t") != columns:
-                raise ValueError(f"{self.partial} has columns {lines[0]!r}, expected {columns}; delete it to restart")
-            complete = [line for line in lines[1:] if line.count("\t") == len(columns) - 1]
-            self.partial.write_text("\n".join(lines[:1] + complete) + ("\n" if lines else ""))
-            self.done = {int(line.split("\t", 1)[0]) for line in complete}
-
-    def append(self, row: Mapping[str, Any]) -> None:
-        fresh = not self.partial.is_file() or self.partial.stat().st_size == 0
-        with self.partial.open("a") as handle:
-            if fresh:
-                handle.write("\t".join(self.columns) + "\n")
-            handle.write("\t".join(_format(row[c]) for c in self.columns) + "\n")
-        self.done.add(int(row["idx"]))
-
-    def finish(self) -> None:
-        """Sort by index and move into place."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        frame = read_table(self.partial) if self.partial.is_file() else pd.DataFrame(columns=self.columns)
-        write_table(self.path, frame.sort_values("idx"))
-        self.partial.unlink(missing_ok=True)
-
-
-@contextmanager
-def resumable_table(path: Path | str, columns: list[str]) -> Iterator[ResumableTable]:
-    """Open a :class:`ResumableTable` and finish it only if the block completes."""
-    table = ResumableTable(path, columns)
-    yield table
-    table.finish()
-
-
-def concat_tables(inputs: Iterable[Path | str], output: Path | str) -> None:
-    """Concatenate shard tables, sorted by ``idx``; shards must not overlap."""
-    frame = pd.concat([read_table(p) for p in inputs], ignore_index=True)
-    duplicated = frame["idx"][frame["idx"].duplicated()]
-    if len(duplicated):
-        raise ValueError(f"shards overlap on idx {sorted(duplicated)[:5]}")
-    write_table(output, frame.sort_values("idx"))
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, bool):
-        return str(int(value))
-    return str(value)

@@ -7,6 +7,7 @@ as variance estimator) or ``timm/<model name>`` (any timm backbone, e.g. an off-
 """
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -108,16 +109,47 @@ def _channel_stats(cfg: dict, in_chans: int) -> tuple[list[float], list[float]]:
 
 def load_backbone_weights(backbone: nn.Module, weights: str | Path) -> None:
     """Load a timm checkpoint file; only the classifier head may be missing or of another shape."""
-    import timm.models
-
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"model weights not found: {weights}")
-    state = timm.models.load_state_dict(str(weights))
+    state = read_state_dict(weights)
     own = backbone.state_dict()
     head = backbone.pretrained_cfg.get("classifier", "head")
     head_keys = {k for k in own if k.startswith(f"{head}.")}
     state = {k: v for k, v in state.items() if not (k in head_keys and v.shape != own[k].shape)}
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or set(missing) - head_keys:
-        raise ValueError(f"{weights} does not fit {type(backbone).__name__}: missing {sorted(set(missing) - head_keys)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}")
+        raise ValueError(f"{weights} does not fit {type(backbone).__name__}: "
+                         f"missing {sorted(set(missing) - head_keys)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
+_STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")  # wrappers of training checkpoints
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, never unpickling code.
+
+    ``.safetensors`` files are read as such; any other file goes through ``torch.load(weights_only=True)``,
+    which refuses pickled objects other than tensors and plain containers. A training checkpoint's
+    weights are taken from its ``state_dict_ema``/``model_ema``/``state_dict``/``model`` entry, and
+    ``module.``/``_orig_mod.`` prefixes (DDP, torch.compile) are removed, as timm does.
+    """
+    from timm.models import clean_state_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model weights not found: {path}")
+    if path.suffix == ".safetensors":
+        import safetensors.torch
+
+        return clean_state_dict(safetensors.torch.load_file(str(path)))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} is not a plain tensor checkpoint and is not unpickled (torch.load with "
+                         f"weights_only=True refused it: {str(error).splitlines()[0]}); "
+                         "convert it to .safetensors from a trusted environment") from None
+    for key in _STATE_DICT_KEYS:
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    return clean_state_dict(checkpoint)

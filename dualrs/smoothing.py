@@ -3,6 +3,9 @@
 The smoothed classifier is g(x) = argmax_c P[f(x + δ) = c] with δ ~ N(0, σ²I). If the class A
 has probability at least p_A_lower ≥ ½ under noise, g is constant within the ℓ2 ball of radius
 R = σ·Φ⁻¹(p_A_lower) around x (Cohen et al., Theorem 1).
+
+Sampling runs on the base classifier's device in its dtype: noise is drawn there, votes are
+counted there, and the host reads the counts once per certificate.
 """
 from __future__ import annotations
 
@@ -11,23 +14,31 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binomtest, norm
+from scipy.stats import beta, binomtest, norm
+
+from dualrs.validation import LEVEL_RULE, check_input
 
 ABSTAIN = -1
-NOISE_BLOCK = 128  # draws per call to the generator (see gaussian_batches)
+NOISE_BLOCK = 128  # draws per call to the generator (see GaussianStream)
+
+
+def clopper_pearson_lower(successes: np.ndarray, trials: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """One-sided (1 − α) Clopper–Pearson lower bounds, elementwise: the α quantile of Beta(k, n − k + 1).
+
+    P[bound > p] ≤ α for K ~ Binomial(n, p) (Clopper & Pearson 1934); the bound is 0 when k = 0.
+    """
+    k, n = np.asarray(successes), np.asarray(trials)
+    return np.where(k > 0, beta.ppf(alpha, np.maximum(k, 1), n - k + 1), 0.0)
 
 
 def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
-    """One-sided (1 − α) Clopper–Pearson lower bound on a binomial proportion.
-
-    The two-sided exact interval at confidence 1 − 2α has the one-sided α bound as its lower end.
-    """
-    return float(binomtest(int(successes), int(trials)).proportion_ci(1 - 2 * alpha, "exact").low)
+    """One-sided (1 − α) Clopper–Pearson lower bound on a binomial proportion (scalar form)."""
+    return float(clopper_pearson_lower(int(successes), int(trials), alpha))
 
 
 def check_alpha(alpha: float, name: str = "alpha") -> None:
     if not 0 < alpha < 0.5:
-        raise ValueError(f"{name} must lie in (0, 0.5), got {alpha!r}")
+        raise ValueError(f"{name} must lie in (0, 0.5), got {alpha!r}: {LEVEL_RULE}")
 
 
 def check_count(n: int, name: str) -> None:
@@ -58,10 +69,16 @@ class Smooth:
     """A smoothed classifier g around ``base_classifier`` f at noise level ``sigma``.
 
     ``x`` is one input without batch dimension, in the base classifier's input space; the base
-    classifier receives x + δ (a denoiser, where configured, sits inside it).
+    classifier receives x + δ (a denoiser, where configured, sits inside it). On a GPU,
+    ``autocast`` (e.g. ``torch.bfloat16``) runs f under mixed precision and ``channels_last``
+    hands it NHWC batches (convert the model with ``.to(memory_format=torch.channels_last)``);
+    both are off by default, and the certificate is then that of f as run this way.
     """
 
-    def __init__(self, base_classifier: torch.nn.Module, num_classes: int, sigma: float):
+    def __init__(
+        self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, *,
+        autocast: torch.dtype | None = None, channels_last: bool = False,
+    ):
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma!r}")
         if num_classes < 2:
@@ -69,6 +86,8 @@ class Smooth:
         self.base_classifier = base_classifier
         self.num_classes = num_classes
         self.sigma = float(sigma)
+        self.autocast = autocast
+        self.channels_last = channels_last
 
     def certify(
         self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
@@ -78,6 +97,7 @@ class Smooth:
 
         Returns (A, σ·Φ⁻¹(p_A_lower)), or (-1, 0.0) when p_A_lower < ½.
         """
+        check_input(x)
         bound = self.certify_bound(x, n0, n, alpha, batch_size, generator)
         return bound.prediction, bound.radius
 
@@ -88,8 +108,10 @@ class Smooth:
         """:meth:`certify` with its evidence: the guess, its count among n and p_A_lower."""
         check_count(n0, "n0"), check_count(n, "n"), check_count(batch_size, "batch_size")
         check_alpha(alpha)
-        guess = int(self.sample_counts(x, n0, batch_size, generator).argmax())
-        count = int(self.sample_counts(x, n, batch_size, generator)[guess])
+        selection = self.vote(x, self.noise(x, n0, generator), n0, batch_size)
+        estimation = self.vote(x, self.noise(x, n, generator), n, batch_size)
+        guess = selection.argmax()
+        guess, count = torch.stack([guess, estimation[guess]]).tolist()
         return CertifyBound(guess, count, lower_confidence_bound(count, n, alpha), self.sigma)
 
     def predict(
@@ -97,6 +119,7 @@ class Smooth:
         generator: torch.Generator | None = None,
     ) -> int:
         """PREDICT: the top class if a two-sided binomial test of the top two counts rejects p = ½ at α."""
+        check_input(x)
         check_count(n, "n"), check_count(batch_size, "batch_size")
         check_alpha(alpha)
         counts = self.sample_counts(x, n, batch_size, generator)
@@ -106,44 +129,86 @@ class Smooth:
             return ABSTAIN
         return int(top2[0])
 
-    @torch.inference_mode()
     def sample_counts(
         self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None,
     ) -> np.ndarray:
         """Class counts of f(x + δ) over ``num`` Gaussian draws, in batches on the model's device."""
-        device = device_of(self.base_classifier)
-        x = x.to(device)
-        counts = torch.zeros(self.num_classes, dtype=torch.long, device=device)
-        for noise in gaussian_batches(x.shape, num, batch_size, generator, device, x.dtype):
-            predictions = self.base_classifier(x + self.sigma * noise).argmax(dim=1)
-            counts += torch.bincount(predictions, minlength=self.num_classes)
-        return counts.cpu().numpy()
+        return self.vote(x, self.noise(x, num, generator), num, batch_size).cpu().numpy()
+
+    def noise(self, x: torch.Tensor, total: int, generator: torch.Generator | None) -> GaussianStream:
+        """A stream of ``total`` standard normal draws shaped like x, on the model's device in its dtype."""
+        return GaussianStream(x.shape, total, generator, device_of(self.base_classifier),
+                              dtype_of(self.base_classifier, x.dtype))
+
+    @torch.inference_mode()
+    def vote(self, x: torch.Tensor, noise: GaussianStream, num: int, batch_size: int) -> torch.Tensor:
+        """Class counts of f(x + σ·z) over the next ``num`` draws z of ``noise``, left on its device.
+
+        One batch buffer is reused: each batch is filled with draws, scaled and shifted in place.
+        """
+        x = x.to(device=noise.device, dtype=noise.dtype)
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=noise.device)
+        buffer = torch.empty((min(batch_size, num), *x.shape), device=noise.device, dtype=noise.dtype)
+        ones = torch.ones(len(buffer), dtype=torch.long, device=noise.device)
+        for start in range(0, num, batch_size):
+            batch = noise.fill(buffer[: min(batch_size, num - start)]).mul_(self.sigma).add_(x)
+            if self.channels_last and batch.dim() == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(noise.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                predictions = self.base_classifier(batch).argmax(dim=1)
+            counts.index_add_(0, predictions, ones[: len(predictions)])
+        return counts
 
 
-def gaussian_batches(
-    shape: torch.Size, num: int, batch_size: int, generator: torch.Generator | None,
-    device: torch.device, dtype: torch.dtype,
-) -> Iterator[torch.Tensor]:
-    """``num`` standard normal draws of ``shape`` in batches of ``batch_size``.
+class GaussianStream:
+    """``total`` standard normal draws of ``shape`` from ``generator``, read in any portions.
 
-    The draws are generated in blocks of ``NOISE_BLOCK`` whatever the batch size, so a seeded
-    generator yields the same noise, and the same certificate, for every batch size.
+    The draws are generated in blocks of ``NOISE_BLOCK`` (the last one shorter) whatever the
+    portions read, so draw j is the same for every batch size and wherever sampling pauses: a
+    seeded generator gives the same certificate for every batch size.
     """
-    pending: list[torch.Tensor] = []
-    buffered, remaining = 0, num
-    while remaining or buffered:
-        while buffered < batch_size and remaining:
-            block = min(NOISE_BLOCK, remaining)
-            pending.append(torch.randn((block, *shape), generator=generator, device=device, dtype=dtype))
-            buffered, remaining = buffered + block, remaining - block
-        noise = torch.cat(pending) if len(pending) > 1 else pending[0]
-        take = min(batch_size, buffered)
-        yield noise[:take]
-        pending = [noise[take:]] if buffered > take else []
-        buffered -= take
+
+    def __init__(
+        self, shape: torch.Size, total: int, generator: torch.Generator | None, device: torch.device,
+        dtype: torch.dtype,
+    ):
+        self.shape, self.ungenerated = tuple(shape), int(total)
+        self.generator, self.device, self.dtype = generator, torch.device(device), dtype
+        self.leftover = torch.empty((0, *self.shape), device=self.device, dtype=dtype)
+
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        """Write the next ``len(out)`` draws into the contiguous tensor ``out`` and return it."""
+        if len(out) > len(self.leftover) + self.ungenerated:
+            raise ValueError(f"{len(out)} draws requested, {len(self.leftover) + self.ungenerated} left")
+        filled = min(len(out), len(self.leftover))
+        out[:filled].copy_(self.leftover[:filled])
+        self.leftover = self.leftover[filled:]
+        while filled < len(out):
+            block = min(NOISE_BLOCK, self.ungenerated)
+            self.ungenerated -= block
+            if filled + block <= len(out):
+                out[filled:filled + block].normal_(generator=self.generator)  # = torch.randn of the block
+            else:
+                fresh = torch.randn((block, *self.shape), generator=self.generator, device=self.device,
+                                    dtype=self.dtype)
+                out[filled:].copy_(fresh[: len(out) - filled])
+                self.leftover = fresh[len(out) - filled:]
+                block = len(out) - filled
+            filled += block
+        return out
 
 
 def device_of(module: torch.nn.Module) -> torch.device:
-    """Where the module's parameters live (CPU for a parameter-free module)."""
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
+    """Where the module's parameters (or, without any, its buffers) live; CPU for a stateless module."""
+    tensor = next(_tensors(module), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def dtype_of(module: torch.nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of the module's first floating-point parameter or buffer, else ``default``."""
+    return next((t.dtype for t in _tensors(module) if t.is_floating_point()), default)
+
+
+def _tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
+    yield from module.parameters()
+    yield from module.buffers()

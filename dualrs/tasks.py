@@ -5,8 +5,8 @@ The CLI (``dualrs <command>``) parses arguments into these calls; Snakemake rule
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,19 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from dualrs import data as datasets
+from dualrs.cascade import CascadeSmooth
 from dualrs.dual import DualSmooth
-from dualrs.io import (DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, load_checkpoint, read_table, resumable_table,
-                       save_checkpoint, write_table)
-from dualrs.labels import class_balance_weights, label_summary, radius_matrix, soft_labels
+from dualrs.io import load_checkpoint, save_checkpoint
+from dualrs.labels import (class_balance_weights, hard_labels, label_summary, radius_matrix, soft_labels,
+                           training_subset)
 from dualrs.models import create_model
-from dualrs.report import load_methods, plot_figures, summary_table, write_tables
+from dualrs.router import Expert, Router
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth
-from dualrs.train import Optim, route, train_classifier, train_estimator
+from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTER_COLUMNS, file_digest,
+                           read_table, resumable_table, write_table)
+from dualrs.train import Optim, route, train_classifier, train_classifier_at_routed_sigmas, train_estimator
+from dualrs.validation import check_checkpoint
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ def certify_smoothed(
     (idx label predict count pA_lower radius correct), on ``test`` Cohen's columns."""
     device = resolve_device(device)
     model, meta = load_checkpoint(classifier, device)
+    info = data.info()
+    check_checkpoint(meta, classifier, info.num_classes, info.input_shape[0], f"a classifier of dataset {data.name!r}")
     smooth = Smooth(Denoisers(denoiser, device).wrap(model, sigma), meta["num_classes"], sigma)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
@@ -137,53 +143,137 @@ def certify_smoothed(
         return {"predict": bound.prediction, "count": bound.count, "pA_lower": bound.p_lower, "radius": bound.radius}
 
     stage, columns = ("label", LABEL_COLUMNS) if split == "train" else ("certify", GLOBAL_COLUMNS)
-    _certify_split(data.split(split), sampling, stage, row, out, columns, device)
+    _certify_split(data.split(split), sampling, stage, row, out, columns, device,
+                   {"data": vars(data), "classifier": file_digest(classifier), "sigma": sigma, "alpha": alpha,
+                    "denoiser": denoiser})
 
 
 def load_dual(
     estimator: Path, classifiers: Mapping[float, Path], sigma_e: float, denoiser: Path | None, device: torch.device,
+    data: DataRef,
 ) -> DualSmooth:
-    """DualSmooth from checkpoints; the estimator's class k is the k-th smallest σ of its metadata."""
+    """DualSmooth from checkpoints for ``data``; the estimator's class k is the k-th smallest σ of its metadata."""
     denoisers = Denoisers(denoiser, device)
     estimator_model, estimator_meta = load_checkpoint(estimator, device)
     sigmas = sorted(float(s) for s in classifiers)
     if estimator_meta.get("sigmas") != sigmas:
         raise ValueError(f"estimator {estimator} was trained for sigmas {estimator_meta.get('sigmas')}, "
                          f"but classifiers are given for {sigmas}")
-    loaded: dict[Path, tuple[nn.Module, dict]] = {}
-    for path in set(map(Path, classifiers.values())):
-        loaded[path] = load_checkpoint(path, device)
-    num_classes = {meta["num_classes"] for _, meta in loaded.values()}
-    if len(num_classes) != 1:
-        raise ValueError(f"classifiers disagree on the number of classes: {sorted(num_classes)}")
-    bases = {s: denoisers.wrap(loaded[Path(classifiers[s])][0], s) for s in sigmas}
-    return DualSmooth(denoisers.wrap(estimator_model, sigma_e), bases, sigma_e, num_classes.pop())
+    info = data.info()
+    check_checkpoint(estimator_meta, estimator, len(sigmas), info.input_shape[0],
+                     f"an estimator over sigmas {sigmas} on dataset {data.name!r}")
+    models, num_classes = load_classifiers(classifiers.values(), device, data)
+    bases = {s: denoisers.wrap(models[Path(classifiers[s])], s) for s in sigmas}
+    return DualSmooth(denoisers.wrap(estimator_model, sigma_e), bases, sigma_e, num_classes)
 
 
 def certify_dual(
     data: DataRef, estimator: Path, classifiers: Mapping[float, Path], sigma_e: float, denoiser: Path | None,
-    sampling: Sampling, alpha: float, beta: float, out: Path, device: str,
+    sampling: Sampling, alpha: float, beta: float, out: Path, device: str, adaptive: bool = False,
 ) -> None:
-    """Dual RS on the test split: idx label predict sigma radius r_sigma r_c correct time."""
+    """Dual RS on the test split: idx label predict sigma radius r_sigma r_c correct time.
+
+    ``adaptive``: sequential sampling that stops once the certificate is settled (DualSmooth.certify)."""
     device = resolve_device(device)
-    dual = load_dual(estimator, classifiers, sigma_e, denoiser, device)
+    dual = load_dual(estimator, classifiers, sigma_e, denoiser, device, data)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-        cert = dual.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator)
+        cert = dual.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator, adaptive)
         return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius,
                 "r_sigma": cert.r_sigma, "r_c": cert.r_c}
 
-    _certify_split(data.split("test"), sampling, "certify-dual", row, out, DUAL_COLUMNS, device)
+    _certify_split(data.split("test"), sampling, "certify-dual", row, out, DUAL_COLUMNS, device,
+                   {"data": vars(data), "estimator": file_digest(estimator), "sigma_e": sigma_e, "alpha": alpha,
+                    "beta": beta, "denoiser": denoiser, "adaptive": adaptive,
+                    "classifiers": {str(s): file_digest(path) for s, path in sorted(classifiers.items())}})
+
+
+def certify_cascade(
+    data: DataRef, classifiers: Mapping[float, Path], denoiser: Path | None, sampling: Sampling, alpha: float,
+    threshold: float, out: Path, device: str,
+) -> None:
+    """Cascaded smoothing from the largest σ down (Jeong & Shin 2023) on the test split:
+    idx label predict sigma radius stage correct time."""
+    device = resolve_device(device)
+    denoisers = Denoisers(denoiser, device)
+    models, num_classes = load_classifiers(classifiers.values(), device, data)
+    bases = {s: denoisers.wrap(models[Path(p)], s) for s, p in classifiers.items()}
+    cascade = CascadeSmooth(bases, num_classes, threshold)
+
+    def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+        cert = cascade.certify(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
+        return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius, "stage": cert.stage}
+
+    _certify_split(data.split("test"), sampling, "certify-cascade", row, out, CASCADE_COLUMNS, device,
+                   {"data": vars(data), "alpha": alpha, "threshold": threshold, "denoiser": denoiser,
+                    "classifiers": {str(s): file_digest(path) for s, path in sorted(classifiers.items())}})
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """An expert RS model on disk: its checkpoint, noise level and optional denoiser directory."""
+
+    name: str
+    sigma: float
+    classifier: Path
+    denoiser: Path | None = None
+
+
+def certify_router(
+    data: DataRef, router: Path, experts: Sequence[ExpertSpec], sigma_e: float, denoiser: Path | None,
+    sampling: Sampling, alpha: float, beta: float, out: Path, device: str,
+) -> None:
+    """Routing among expert RS models on the test split (Sun et al. 2025, Sec. 4.3):
+    idx label predict expert sigma radius r_sigma r_c correct time. ``denoiser`` wraps the router."""
+    device = resolve_device(device)
+    router_model, router_meta = load_checkpoint(router, device)
+    names = [e.name for e in experts]
+    if router_meta.get("experts") != names:
+        raise ValueError(f"router {router} was trained for experts {router_meta.get('experts')}, "
+                         f"but experts {names} are given")
+    info = data.info()
+    check_checkpoint(router_meta, router, len(experts), info.input_shape[0], f"a router over experts {names}")
+    loaded, num_classes = load_classifiers([e.classifier for e in experts], device, data)
+    models = [Expert(e.name, e.sigma, Denoisers(e.denoiser, device).wrap(loaded[Path(e.classifier)], e.sigma))
+              for e in experts]
+    routed = Router(Denoisers(denoiser, device).wrap(router_model, sigma_e), models, sigma_e, num_classes)
+
+    def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+        cert = routed.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator)
+        return {"predict": cert.prediction, "expert": cert.expert, "sigma": cert.sigma, "radius": cert.radius,
+                "r_sigma": cert.r_sigma, "r_c": cert.r_c}
+
+    _certify_split(data.split("test"), sampling, "certify-router", row, out, ROUTER_COLUMNS, device,
+                   {"data": vars(data), "router": file_digest(router), "sigma_e": sigma_e, "alpha": alpha,
+                    "beta": beta, "denoiser": denoiser,
+                    "experts": [{**vars(e), "classifier": file_digest(e.classifier)} for e in experts]})
+
+
+def load_classifiers(
+    paths: Iterable[Path | str], device: torch.device, data: DataRef,
+) -> tuple[dict[Path, nn.Module], int]:
+    """Each distinct checkpoint loaded once and checked against ``data``; their common class count."""
+    info, models, counts = data.info(), {}, set()
+    for path in dict.fromkeys(map(Path, paths)):
+        models[path], meta = load_checkpoint(path, device)
+        check_checkpoint(meta, path, info.num_classes, info.input_shape[0], f"a classifier of dataset {data.name!r}")
+        counts.add(meta["num_classes"])
+    if len(counts) != 1:
+        raise ValueError(f"classifiers disagree on the number of classes: {sorted(counts)}")
+    return models, counts.pop()
 
 
 def _certify_split(
     dataset: torch.utils.data.Dataset, sampling: Sampling, stage: str,
     row_fn: Callable[[torch.Tensor, torch.Generator], dict[str, Any]], out: Path, columns: list[str],
-    device: torch.device,
+    device: torch.device, settings: Mapping[str, Any] | None = None,
 ) -> None:
-    """Run ``row_fn`` on this shard's samples with per-sample seeded noise, resuming a partial file."""
+    """Run ``row_fn`` on this shard's samples with per-sample seeded noise, resuming a partial file
+    written with the same sampling and ``settings`` (what else the rows depend on)."""
     indices = select_indices(len(dataset), sampling.every, sampling.shard, sampling.num_shards)
-    with resumable_table(out, columns) as table:
+    recorded = {"stage": stage, **asdict(sampling), **(settings or {})}
+    del recorded["batch_size"]  # certificates do not depend on it
+    with resumable_table(out, columns, recorded) as table:
         todo = [i for i in indices if i not in table.done]
         for i in tqdm(todo, desc=f"{stage} {Path(out).name}", initial=len(indices) - len(todo), total=len(indices),
                       mininterval=5):
@@ -196,27 +286,37 @@ def _certify_split(
 
 
 def train_estimator_model(
-    data: DataRef, labels: Mapping[float, Path], out: Path, arch: str, model_options: Mapping[str, Any],
+    data: DataRef, labels: Mapping[float, Path] | Mapping[str, Path], out: Path, arch: str,
+    model_options: Mapping[str, Any],
     sigma_e: float, temperature: float, lam: float, eta: float, copies: int, optim: Optim, seed: int,
-    denoiser: Path | None, device: str, init_weights: Path | None = None,
+    denoiser: Path | None, device: str, init_weights: Path | None = None, hard: bool = False,
+    train_fraction: float = 1.0,
 ) -> None:
-    """Variance estimator over the candidate σ's from the per-σ label tables (Sun et al. 2025, Sec. 5.1)."""
+    """Variance estimator over the candidate σ's from the per-σ label tables (Sun et al. 2025, Sec. 5.1), or
+    a router over experts when ``labels`` is keyed by expert name (class order = key order); trained on a
+    seeded ``train_fraction`` of the labelled inputs, towards soft (or ``hard``) labels."""
     info, device = data.info(), resolve_device(device)
-    idx, radii, sigmas = radius_matrix(labels)
+    routes_experts = any(isinstance(key, str) for key in labels)
+    idx, radii, candidates = radius_matrix(labels if routes_experts else dict(sorted(labels.items())))
+    keep = training_subset(len(idx), train_fraction, seed)
+    idx, radii = idx[keep], radii[keep]
     train = data.split("train")
     x = torch.stack([train[int(i)][0] for i in idx])
-    targets = torch.as_tensor(soft_labels(radii, temperature), dtype=torch.float32)
+    targets = torch.as_tensor(hard_labels(radii) if hard else soft_labels(radii, temperature), dtype=torch.float32)
     balance = torch.as_tensor(class_balance_weights(radii), dtype=torch.float32)
-    print(label_summary(radii, sigmas).to_string(index=False))
+    print(label_summary(radii, candidates).to_string(index=False))
     torch.manual_seed(seed)
     init = {"weights": str(init_weights)} if init_weights is not None else {}
-    estimator = create_model(arch, len(sigmas), info.input_shape[0], **model_options, **init)
+    estimator = create_model(arch, len(candidates), info.input_shape[0], **model_options, **init)
     model = Denoisers(denoiser, device).wrap(estimator, sigma_e)
     history = train_estimator(model, x, targets, balance, sigma_e, optim, seed, lam, eta, copies, device)
-    save_checkpoint(out, estimator, {"arch": arch, "num_classes": len(sigmas), "in_chans": info.input_shape[0],
-                                     "model_kwargs": dict(model_options), "role": "estimator", "sigmas": sigmas,
+    save_checkpoint(out, estimator, {"arch": arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
+                                     "model_kwargs": dict(model_options), "role": "estimator",
+                                     "experts" if routes_experts else "sigmas": candidates,
                                      "sigma_e": sigma_e, "temperature": temperature, "lambda": lam, "eta": eta,
-                                     "copies": copies, "seed": seed, "optim": vars(optim), "loss": history})
+                                     "copies": copies, "labels": "hard" if hard else "soft",
+                                     "train_fraction": train_fraction, "train_samples": len(idx), "seed": seed,
+                                     "optim": vars(optim), "loss": history})
 
 
 def route_training_set(
@@ -233,21 +333,31 @@ def route_training_set(
 
 
 def finetune_classifier(
-    data: DataRef, classifier: Path, sigma: float, routes: Path, optim: Optim, seed: int, denoiser: Path | None,
-    out: Path, device: str,
+    data: DataRef, classifier: Path, sigma: float | None, routes: Path, optim: Optim, seed: int,
+    denoiser: Path | None, out: Path, device: str,
 ) -> None:
-    """Finetune the classifier for σ on the training inputs routed to σ, under noise σ (Sun et al. 2025, Sec. 5.2)."""
+    """Finetune under the estimated variances (Sun et al. 2025, Sec. 5.2): the expert for ``sigma`` on the
+    training inputs routed to it, under noise σ; with ``sigma`` None, the one shared classifier on every
+    training input at its routed σ (through that σ's denoiser, for denoised smoothing)."""
     device = resolve_device(device)
     model, meta = load_checkpoint(classifier, device)
     table = read_table(routes)
-    chosen = table.loc[np.isclose(table["sigma"], sigma), "idx"].astype(int).tolist()
-    history = []
-    if chosen:
-        base = Denoisers(denoiser, device).wrap(model, sigma)
-        history = train_classifier(base, Subset(data.split("train"), chosen), sigma, optim, seed, device,
-                                   desc=f"finetune sigma={sigma}")
+    denoisers = Denoisers(denoiser, device)
+    if sigma is None:
+        views = {float(s): denoisers.wrap(model, float(s)) for s in np.unique(table["sigma"])}
+        subset = Subset(data.split("train"), table["idx"].astype(int).tolist())
+        history = train_classifier_at_routed_sigmas(views, subset, table["sigma"].tolist(), optim, seed, device,
+                                                    desc="finetune at routed sigmas")
+        samples = {f"{s:g}": int(np.isclose(table["sigma"], s).sum()) for s in views}
+    else:
+        chosen = table.loc[np.isclose(table["sigma"], sigma), "idx"].astype(int).tolist()
+        history = []
+        if chosen:
+            history = train_classifier(denoisers.wrap(model, sigma), Subset(data.split("train"), chosen), sigma,
+                                       optim, seed, device, desc=f"finetune sigma={sigma}")
+        samples = {f"{sigma:g}": len(chosen)}
     save_checkpoint(out, model, {**meta, "sigma": sigma, "finetuned_from": str(classifier),
-                                 "finetune_samples": len(chosen), "finetune_optim": vars(optim),
+                                 "finetune_samples": samples, "finetune_optim": vars(optim),
                                  "finetune_loss": history})
 
 
@@ -258,16 +368,4 @@ def fetch_pretrained(data: DataRef, arch: str, model_options: Mapping[str, Any],
     save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
                                  "model_kwargs": dict(model_options), "role": "classifier", "source": str(weights)})
 
-
-def report(
-    global_tables: Mapping[float, Path], dual_tables: Mapping[str, Path], radii: Sequence[float], table: Path,
-    figures: Path, title: str,
-) -> None:
-    """Summary table (csv/md/tex) and figures for one experiment."""
-    methods = load_methods({f"global σ={s:g}": p for s, p in sorted(global_tables.items())} | dict(dual_tables))
-    dual = {name: methods[name] for name in dual_tables}
-    summary = summary_table(methods, radii)
-    write_tables(summary, table)
-    plot_figures(methods, dual, figures, title)
-    print(summary.round(3).to_string())
 

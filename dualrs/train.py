@@ -6,10 +6,12 @@
   for m noisy copies with predictions p_j and mean p̄, λ·(1/m)Σ_j KL(p̄ ‖ p_j) + η·H(p̄).
 - Routing for finetuning (Sun et al. 2025, Sec. 5.2): the estimator's majority vote under σ_e
   picks σ̂ for each training input; the classifier for σ is then trained further on the inputs
-  routed to σ with :func:`train_classifier`.
+  routed to σ with :func:`train_classifier`, or one shared (denoised) classifier on every input
+  at its σ̂ with :func:`train_classifier_at_routed_sigmas`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +47,42 @@ def train_classifier(
         return F.cross_entropy(model(x + sigma * torch.randn_like(x)), y)
 
     return _fit(model, data, loss_fn, optim, seed, device, desc)
+
+
+def train_classifier_at_routed_sigmas(
+    views: Mapping[float, nn.Module], data: Dataset, sigmas: Sequence[float], optim: Optim, seed: int,
+    device: torch.device | str = "cpu", desc: str = "classifier",
+) -> list[float]:
+    """One classifier finetuned with each input at the σ routed to it (Sun et al. 2025, Sec. 5.2):
+    minimise mean_i CE(f_σᵢ(x_i + δ_i), y_i), δ_i ~ N(0, σᵢ²I), where ``views[σ]`` is the shared
+    classifier seen through σ's denoiser (or the classifier itself) and ``sigmas[i]`` is input i's σ."""
+    levels = sorted(views)
+    level_of = torch.tensor([levels.index(float(s)) for s in sigmas])
+    torch.manual_seed(seed)
+
+    def loss_fn(x: torch.Tensor, y: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        total = x.new_zeros(())
+        for k in level.unique().tolist():
+            chosen, sigma = level == k, levels[k]
+            logits = views[sigma](x[chosen] + sigma * torch.randn_like(x[chosen]))
+            total = total + F.cross_entropy(logits, y[chosen], reduction="sum")
+        return total / len(y)
+
+    return _fit(nn.ModuleList(views.values()), _WithLevel(data, level_of), loss_fn, optim, seed, device, desc)
+
+
+class _WithLevel(Dataset):
+    """(x, y, level[i]) for the i-th item (x, y) of ``data``."""
+
+    def __init__(self, data: Dataset, level: torch.Tensor):
+        self.data, self.level = data, level
+
+    def __len__(self) -> int:
+        return len(self.level)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        x, y = self.data[i]
+        return x, y, self.level[i]
 
 
 def consistency_loss(logits: torch.Tensor, lam: float, eta: float) -> torch.Tensor:
@@ -95,7 +133,8 @@ def _fit(model, data, loss_fn, optim: Optim, seed: int, device, desc: str) -> li
     model.to(device).train()
     loader = DataLoader(data, batch_size=optim.batch_size, shuffle=True, num_workers=optim.num_workers,
                         generator=torch.Generator().manual_seed(seed), drop_last=len(data) > optim.batch_size)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim.lr, weight_decay=optim.weight_decay)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim.lr,
+                                 weight_decay=optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs * len(loader))
     history = []
     with tqdm(range(optim.epochs), desc=desc, mininterval=5) as epochs:

@@ -37,3 +37,20 @@ class ConstantClass(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits.expand(x.shape[0], -1)
+
+
+class FixedDistribution(torch.nn.Module):
+    """Class c with probability probs[c] under x + δ, δ ~ N(0, σ²I), at x with x_0 = 0.
+
+    The class is the bucket of Φ(x_0/σ) in the cumulative probabilities, so p_c under noise σ is
+    exactly probs[c] whatever the other coordinates.
+    """
+
+    def __init__(self, probs: list[float], sigma: float):
+        super().__init__()
+        self.register_buffer("edges", torch.cumsum(torch.tensor(probs, dtype=torch.float64), 0)[:-1])
+        self.num_classes, self.sigma = len(probs), float(sigma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.special.ndtr(x.flatten(1)[:, 0].to(torch.float64) / self.sigma)
+        return torch.nn.functional.one_hot(torch.bucketize(u, self.edges), self.num_classes).double()

@@ -15,7 +15,7 @@ import torch
 from scipy.stats import binom, norm
 
 from closed_form import TAIL, ConstantClass, HalfSpace, upper_tolerance
-from dualrs.dual import DualCertificate, DualSmooth
+from dualrs.dual import DualCertificate, DualSmooth, split_generator
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import ABSTAIN, Smooth, lower_confidence_bound
 
@@ -81,27 +81,39 @@ def test_radius_is_the_minimum_whichever_is_smaller() -> None:
     assert (small.prediction, large.prediction) == (0, 1)
 
 
-def test_r_c_matches_smooth_with_the_same_generator_consumption() -> None:
-    """The classifier's noise continues the generator after the estimator's n0 + n draws."""
+def test_stages_draw_from_their_own_streams_split_from_the_generator() -> None:
+    """R_σ and R_c match Smooth run on the two generators split from the certificate's generator."""
     x = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
     estimator = half_space_at_distance(x, 0.3, seed=1)  # votes mostly class 1 → σ = 0.5
     classifiers = {0.25: half_space_at_distance(x, -0.2, seed=2), 0.5: half_space_at_distance(x, 0.15, seed=3)}
     sigma_e, n0, n, alpha, beta, batch_size = 0.4, 30, 300, 0.05, 0.1, 70
     dual = DualSmooth(estimator, classifiers, sigma_e, num_classes=2)
-    fresh_agrees = []
+    unsplit_agrees = []
     for i in range(8):
         cert = dual.certify(x, n0, n, alpha, beta, batch_size, sample_generator(1, "dual-rc", i))
-        generator = sample_generator(1, "dual-rc", i)
-        choice, r_sigma = Smooth(estimator, 2, sigma_e).certify(x, n0, n, beta, batch_size, generator)
+        estimator_noise, classifier_noise = split_generator(sample_generator(1, "dual-rc", i), torch.device("cpu"))
+        choice, r_sigma = Smooth(estimator, 2, sigma_e).certify(x, n0, n, beta, batch_size, estimator_noise)
         assert choice == 1
         assert (cert.sigma, cert.r_sigma) == (0.5, r_sigma)
-        prediction, r_c = Smooth(classifiers[0.5], 2, 0.5).certify(x, n0, n, alpha, batch_size, generator)
+        prediction, r_c = Smooth(classifiers[0.5], 2, 0.5).certify(x, n0, n, alpha, batch_size, classifier_noise)
         assert (cert.prediction, cert.r_c) == (prediction, r_c)
         assert cert.radius == (min(r_sigma, r_c) if prediction != ABSTAIN else 0.0)
-        # Sensitivity: a generator that skipped the estimator's draws gives other counts.
-        fresh = Smooth(classifiers[0.5], 2, 0.5).certify(x, n0, n, alpha, batch_size, sample_generator(1, "dual-rc", i))
-        fresh_agrees.append(fresh == (prediction, r_c))
-    assert not all(fresh_agrees)
+        assert cert.samples == 2 * (n0 + n)
+        # Sensitivity: the unsplit generator gives other counts.
+        unsplit = Smooth(estimator, 2, sigma_e).certify(x, n0, n, beta, batch_size, sample_generator(1, "dual-rc", i))
+        unsplit_agrees.append(unsplit == (choice, r_sigma))
+    assert not all(unsplit_agrees)
+
+
+def test_split_generator_is_deterministic_and_gives_distinct_streams() -> None:
+    first = [g.initial_seed() for g in split_generator(sample_generator(0, "split", 1), torch.device("cpu"))]
+    again = [g.initial_seed() for g in split_generator(sample_generator(0, "split", 1), torch.device("cpu"))]
+    other = [g.initial_seed() for g in split_generator(sample_generator(0, "split", 2), torch.device("cpu"))]
+    assert first == again and first[0] != first[1] and set(first).isdisjoint(other)
+    torch.manual_seed(5)
+    unseeded = [g.initial_seed() for g in split_generator(None, torch.device("cpu"))]
+    torch.manual_seed(5)
+    assert unseeded == [g.initial_seed() for g in split_generator(None, torch.device("cpu"))]
 
 
 def test_same_generator_seed_and_batch_size_give_identical_dual_certificates() -> None:
@@ -125,6 +137,7 @@ def test_estimator_abstains_on_uniform_vote_and_classifiers_are_not_queried() ->
         cert = dual.certify(torch.zeros(3), 20, 200, 0.05, 0.05, 200, sample_generator(3, "est-abstain", i))
         assert cert.prediction == ABSTAIN and cert.radius == 0.0
         assert math.isnan(cert.sigma) and cert.r_sigma == 0.0 and cert.r_c == 0.0
+        assert cert.samples == 20 + 200  # the classifier never ran
     sigma, r_sigma = dual.estimate(torch.zeros(3), 20, 200, 0.05, 200, sample_generator(3, "est-abstain", 99))
     assert math.isnan(sigma) and r_sigma == 0.0
 
@@ -148,7 +161,7 @@ def test_classifier_abstains_gives_zero_radius() -> None:
     for i in range(20):
         cert = dual.certify(torch.zeros(3), 20, n, 0.05, beta, 300, sample_generator(5, "clf-abstain", i))
         assert cert.prediction == ABSTAIN and cert.radius == 0.0 and cert.r_c == 0.0
-        assert cert.sigma == 0.6
+        assert cert.sigma == 0.6 and cert.samples == 2 * (20 + n)
         assert cert.r_sigma == pytest.approx(max_radius(0.4, n, beta), rel=1e-6)
 
 

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dualrs.io import GLOBAL_COLUMNS, ResumableTable, concat_tables, load_checkpoint, read_table, resumable_table, save_checkpoint
+from dualrs.io import load_checkpoint, save_checkpoint
+from dualrs.tables import GLOBAL_COLUMNS, ResumableTable, concat_tables, read_table, resumable_table
 from dualrs.models import create_model
 
 

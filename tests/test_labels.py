@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dualrs.io import write_table
+from dualrs.tables import write_table
 from dualrs.labels import class_balance_weights, radius_matrix, soft_labels
 
 
@@ -44,9 +44,9 @@ def test_radius_matrix_zeroes_wrong_predictions_and_checks_alignment(tmp_path):
                               "radius": radius, "correct": correct})
         paths[sigma] = tmp_path / f"{sigma}.tsv"
         write_table(paths[sigma], frame)
-    idx, radii, sigmas = radius_matrix(paths)
-    assert sigmas == [0.25, 0.5] and list(idx) == [0, 1]
-    np.testing.assert_allclose(radii, [[0.1, 0.0], [0.2, 0.3]])
+    idx, radii, sigmas = radius_matrix(paths)  # columns in the mapping's order
+    assert sigmas == [0.5, 0.25] and list(idx) == [0, 1]
+    np.testing.assert_allclose(radii, [[0.0, 0.1], [0.3, 0.2]])
     write_table(paths[0.5], pd.read_csv(paths[0.5], sep="\t").iloc[:1])
     with pytest.raises(ValueError, match="other samples"):
         radius_matrix(paths)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import beta as beta_dist
-from scipy.stats import binom, norm
+from scipy.stats import binom, binomtest, norm
 
 from closed_form import TAIL, ConstantClass, HalfSpace, upper_tolerance
 from dualrs.seeding import sample_generator
-from dualrs.smoothing import ABSTAIN, CertifyBound, Smooth, lower_confidence_bound
+from dualrs.smoothing import ABSTAIN, NOISE_BLOCK, CertifyBound, GaussianStream, Smooth, lower_confidence_bound
 
 class NoiseArgmax(torch.nn.Module):
     """Logits = the input itself: at x = 0 the vote is uniform over the input's coordinates."""
@@ -72,7 +72,10 @@ def test_half_space_helper_is_consistent() -> None:
 @pytest.mark.parametrize(("k", "n"), [(1, 10), (7, 10), (9, 10), (37, 50), (480, 500), (9000, 10000)])
 @pytest.mark.parametrize("alpha", [0.001, 0.05, 0.2])
 def test_lower_confidence_bound_is_clopper_pearson(k: int, n: int, alpha: float) -> None:
+    """The α quantile of Beta(k, n − k + 1), which is the lower end of scipy's exact two-sided 1 − 2α interval."""
     assert lower_confidence_bound(k, n, alpha) == pytest.approx(beta_dist.ppf(alpha, k, n - k + 1), rel=1e-9, abs=1e-12)
+    exact = binomtest(k, n).proportion_ci(1 - 2 * alpha, "exact").low
+    assert lower_confidence_bound(k, n, alpha) == pytest.approx(exact, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("alpha", [0.001, 0.05])
@@ -337,3 +340,57 @@ def test_certificates_do_not_depend_on_batch_size_when_batches_split() -> None:
         reference = smooth.certify_bound(x, 100, 1000, 0.05, 1000, sample_generator(3, "certify", i))
         for batch_size in (1, 64, 100):
             assert smooth.certify_bound(x, 100, 1000, 0.05, batch_size, sample_generator(3, "certify", i)) == reference
+
+
+@pytest.mark.parametrize("portions", [(1000,), (1, 999), (127, 1, 300, 572), (128, 128, 744), (5,) * 200])
+def test_gaussian_stream_draws_do_not_depend_on_how_they_are_read(portions: tuple[int, ...]) -> None:
+    """Draw j is the j-th draw of blocks of NOISE_BLOCK (the last one shorter), however it is read."""
+    total, shape = 1000, (2, 3)
+    generator = torch.Generator().manual_seed(9)
+    blocks = [torch.randn((min(NOISE_BLOCK, total - start), *shape), generator=generator)
+              for start in range(0, total, NOISE_BLOCK)]
+    stream = GaussianStream(torch.Size(shape), total, torch.Generator().manual_seed(9), torch.device("cpu"),
+                            torch.float32)
+    read = torch.cat([stream.fill(torch.empty((m, *shape))) for m in portions])
+    assert torch.equal(read, torch.cat(blocks))
+    with pytest.raises(ValueError):
+        stream.fill(torch.empty((1, *shape)))
+
+
+class Recorder(torch.nn.Module):
+    """Two logits from the first coordinate; records the batches it is given."""
+
+    def __init__(self, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones((), dtype=dtype))
+        self.batches: list[torch.Tensor] = []
+        self.autocast: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.detach().clone(memory_format=torch.preserve_format))
+        self.autocast.append(torch.is_autocast_enabled(x.device.type))
+        s = self.scale * x.flatten(1)[:, 0]
+        return torch.stack([-s, s], dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_noise_is_drawn_in_the_models_dtype(dtype: torch.dtype) -> None:
+    model = Recorder(dtype)
+    x = torch.zeros(1, 2, 2, dtype=torch.float32)
+    Smooth(model, 2, 0.5).sample_counts(x, 10, 4, sample_generator(0, "dtype", 0))
+    assert [b.dtype for b in model.batches] == [dtype] * 3
+    assert [len(b) for b in model.batches] == [4, 4, 2]
+
+
+def test_channels_last_and_autocast_reach_the_model_and_keep_the_votes() -> None:
+    """channels_last changes the layout only (same votes); autocast runs the model under it."""
+    x = torch.rand(3, 4, 4)
+    plain, nhwc, mixed = Recorder(), Recorder(), Recorder()
+    counts = Smooth(plain, 2, 0.5).sample_counts(x, 50, 20, sample_generator(0, "layout", 0))
+    assert np.array_equal(Smooth(nhwc, 2, 0.5, channels_last=True).sample_counts(
+        x, 50, 20, sample_generator(0, "layout", 0)), counts)
+    assert all(b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous() for b in nhwc.batches)
+    assert all(torch.equal(a, b) for a, b in zip(plain.batches, nhwc.batches))
+    assert not any(plain.autocast) and not any(nhwc.autocast)
+    Smooth(mixed, 2, 0.5, autocast=torch.bfloat16).sample_counts(x, 50, 20, sample_generator(0, "layout", 0))
+    assert all(mixed.autocast)

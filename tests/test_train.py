@@ -58,3 +58,34 @@ def test_estimator_fits_soft_targets_under_noise():
     with torch.no_grad():
         votes = model(x + 0.25 * torch.randn_like(x)).argmax(1)
     assert (votes == y).float().mean() > 0.9
+
+
+class _Recorder(torch.nn.Module):
+    """Identity that records how many inputs it saw and their pooled standard deviation."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.squares = 0, 0.0
+
+    def forward(self, x):
+        self.seen += len(x)
+        self.squares += float((x.double() ** 2).sum())
+        return x
+
+
+def test_shared_classifier_sees_each_input_at_its_routed_sigma():
+    from dualrs.train import Optim, train_classifier_at_routed_sigmas
+
+    shared = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    recorders = {0.25: _Recorder(), 1.0: _Recorder()}
+    views = {s: torch.nn.Sequential(r, shared) for s, r in recorders.items()}
+    x = torch.zeros(30, 1, 4, 4)
+    data = torch.utils.data.TensorDataset(x, torch.arange(30) % 3)
+    routed = [0.25] * 10 + [1.0] * 20
+    before = shared[1].weight.detach().clone()
+    history = train_classifier_at_routed_sigmas(views, data, routed, Optim(3, 10, 0.01), seed=0)
+    assert len(history) == 3 and not torch.equal(before, shared[1].weight)
+    assert (recorders[0.25].seen, recorders[1.0].seen) == (10 * 3, 20 * 3)
+    for sigma, recorder in recorders.items():  # inputs are zeros, so what a view sees is σ·δ
+        std = (recorder.squares / (recorder.seen * 16)) ** 0.5
+        assert abs(std - sigma) < 0.1 * sigma

@@ -29,15 +29,27 @@ def workdir(tmp_path):
 
 def test_whole_dag_on_a_tiny_config(workdir):
     snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    for name, methods in (("tiny", 4), ("tiny_dds", 3)):
+    rows = {"tiny": ["global σ=0.25", "global σ=0.5", "expert dds-0.5", "cascade", "dual (off-the-shelf)",
+                     "dual (finetuned, round 1)", "router"],
+            "tiny_dds": ["global σ=0.25", "global σ=0.5", "cascade", "dual (off-the-shelf)", "dual (finetuned, round 1)"]}
+    for name, methods in rows.items():
         table = pd.read_csv(workdir / "results" / "tables" / f"{name}.csv", index_col="method")
-        assert len(table) == methods and (table["n"] == table["n"].iloc[0]).all()
+        assert list(table.index) == methods and (table["n"] == table["n"].iloc[0]).all()
         assert ((table.filter(like="r=") >= 0) & (table.filter(like="r=") <= 100)).all().all()
-        assert (workdir / "results" / "figures" / name / "certified_accuracy.png").stat().st_size > 0
+        figures = workdir / "results" / "figures" / name
+        for figure in ("certified_accuracy", "delta_rc_ecdf"):
+            assert (figures / f"{figure}.png").stat().st_size > 0 and (figures / f"{figure}.pdf").stat().st_size > 0
+        assert (workdir / "results" / "tables" / f"{name}.json").stat().st_size > 0
     dual = pd.read_csv(workdir / "results" / "tiny" / "certify" / "dual" / "it1.tsv", sep="\t")
     assert list(dual["idx"]) == list(range(0, 540, 30))
     assert ((dual["radius"] <= dual[["r_sigma", "r_c"]].min(axis=1) + 1e-9) | (dual["predict"] == -1)).all()
     assert (workdir / "results" / "tiny_dds" / "models" / "denoiser").is_dir()
+    assert (workdir / "results" / "tiny_dds" / "models" / "it1" / "classifier_shared.safetensors").is_file()
+    routed = pd.read_csv(workdir / "results" / "tiny" / "certify" / "router.tsv", sep="\t")
+    assert set(routed["expert"].dropna()) <= {"noise-0.25", "noise-0.5", "dds-0.5"}
+    assert ((routed["radius"] <= routed[["r_sigma", "r_c"]].min(axis=1) + 1e-9) | (routed["predict"] == -1)).all()
+    cascade = pd.read_csv(workdir / "results" / "tiny" / "certify" / "cascade.tsv", sep="\t")
+    assert set(cascade["stage"]) <= {0, 1} and set(cascade["sigma"].dropna()) <= {0.25, 0.5}
     # everything is up to date afterwards: nothing to rerun
     assert "Nothing to be done" in snakemake(workdir, "-n", "--cores", "2", "--configfile", str(TINY)).stdout
 

@@ -45,6 +45,7 @@ rule certify_dual:
         sigma_e=lambda wc: sigma_e(wc.experiment),
         sampling=lambda wc: sampling_args(wc, "certify"),
         levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
+        adaptive=lambda wc: "--adaptive" if exp(wc)["certify"]["adaptive"] else "",
         denoiser=denoiser_arg,
         seed=config["seed"],
     log:
@@ -60,5 +61,38 @@ rule certify_dual:
         "../envs/dualrs.yaml"
     shell:
         "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
-        "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "
+        "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} {params.adaptive} "
         "--seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule certify_cascade:
+    input:
+        ready,
+        classifiers=lambda wc: [classifier_checkpoint(wc.experiment, 0, s) for s in sigmas(wc.experiment)],
+        denoiser=denoiser_input,
+    output:
+        "results/{experiment}/certify/shards/cascade_shard{shard}.tsv",
+    params:
+        data=data_args,
+        classifiers=lambda wc: classifier_args(wc.experiment, 0),
+        sampling=lambda wc: sampling_args(wc, "certify"),
+        # The cascade's one guarantee spends the dual certificate's whole budget alpha + beta.
+        alpha=lambda wc: exp(wc)["certify"]["alpha"] + exp(wc)["certify"]["beta"],
+        threshold=lambda wc: exp(wc)["cascade"]["threshold"],
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/certify_cascade/shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/certify_cascade/shard{shard}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs certify-cascade {params.data} {params.classifiers} {params.denoiser} {params.sampling} "
+        "--alpha {params.alpha} --threshold {params.threshold} --seed {params.seed} --threads {threads} "
+        "--out {output} > {log} 2>&1"

@@ -1,13 +1,95 @@
 # Configuration: schema validation, consistency checks, path helpers and target lists.
 import json
+import math
 import shlex
 from pathlib import Path
+from statistics import NormalDist
 
+import jsonschema
+import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 
-validate(config, "../schemas/config.schema.yaml")
+def config_key(path):
+    """experiments.digits.sigmas[1] from a path of keys and list indices."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".") or "(top level)"
+
+
+def nonfinite_numbers(node, path=()):
+    """(key, value) of every NaN or infinite number (YAML .nan, .inf), which the schema's bounds let through."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield config_key(path), node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from nonfinite_numbers(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from nonfinite_numbers(value, (*path, index))
+
+
+def ref_chain(schema, node):
+    """``node`` and the schemas its $ref (a local "#/..." pointer) leads to, in order."""
+    chain = [node]
+    while isinstance(node, dict) and "$ref" in node:
+        node = schema
+        for name in chain[-1]["$ref"].removeprefix("#/").split("/"):
+            node = node[name]
+        chain.append(node)
+    return chain
+
+
+def key_description(schema, schema_path):
+    """The schema's descriptions of the key an error is about, with those of the definitions it refers to."""
+    node = schema
+    for part in list(schema_path)[:-1]:
+        node = next(n for n in ref_chain(schema, node) if isinstance(n, list) or part in n)[part]
+    descriptions = [n["description"] for n in ref_chain(schema, node) if isinstance(n, dict) and "description" in n]
+    return "; ".join(" ".join(d.split()) for d in descriptions)
+
+
+def is_number(text):
+    """Whether ``text`` reads as a number (as YAML 1.2 would read 1e-3)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def schema_problem(schema, error):
+    """One line naming the key, what is wrong with its value, and the key's description."""
+    described = error  # a oneOf/anyOf key is described by itself, not by its alternatives
+    if error.context:  # an alternative of the value's own type says what is wrong
+        error = jsonschema.exceptions.best_match([e for e in error.context if e.validator != "type"] or error.context)
+    where = f"config: {config_key(error.absolute_path)}"
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {allowed}"
+    line = f"{where}: {error.message}"
+    if error.validator == "type" and isinstance(error.instance, str) and is_number(error.instance):
+        line += " (YAML reads numbers like 1e-3 as text: write 1.0e-3 or 0.001)"
+    description = key_description(schema, described.absolute_schema_path)
+    return f"{line} ({description})" if description else line
+
+
+def validate_config(config):
+    """Every rule of the schema, one line per problem naming the key; then Snakemake's validation,
+    which fills in the defaults."""
+    problems = [f"config: {key} is {value}: numbers must be finite" for key, value in nonfinite_numbers(config)]
+    with open(workflow.source_path("../schemas/config.schema.yaml")) as handle:
+        schema = yaml.safe_load(handle)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(part) for part in e.absolute_path])
+    problems += [schema_problem(schema, error) for error in errors]
+    if problems:
+        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
+    validate(config, "../schemas/config.schema.yaml")
+
+
+validate_config(config)
 
 EXPERIMENTS = config["experiments"]
 
@@ -18,6 +100,7 @@ wildcard_constraints:
     sigma=r"[0-9]+(\.[0-9]+)?",
     it=r"[0-9]+",
     shard=r"[0-9]+",
+    expert=r"[A-Za-z0-9_.=-]+",
 
 
 def check_experiment(name, cfg):
@@ -32,6 +115,33 @@ def check_experiment(name, cfg):
         raise WorkflowError(f"{where}.classifier.weights (one off-the-shelf model for every sigma) needs a `denoiser`")
     if cfg["iterations"] > 1 and "finetune" not in cfg:
         raise WorkflowError(f"{where}.iterations is {cfg['iterations']}, which needs a `finetune` block")
+    spellings = {}
+    for sigma in cfg["sigmas"]:
+        spelling = f"{float(sigma):g}"  # as fmt() writes it in paths
+        if spelling in spellings:
+            raise WorkflowError(f"{where}.sigmas: {spellings[spelling]} and {sigma} are the same sigma in file "
+                                f"names (sigma{spelling}); use values that differ in 6 significant digits")
+        spellings[spelling] = sigma
+    certify = cfg["certify"]
+    if certify["alpha"] + certify["beta"] >= 0.5:
+        raise WorkflowError(f"{where}.certify: alpha + beta = {certify['alpha'] + certify['beta']:g} must lie below "
+                            "0.5: the dual certificate fails with probability up to alpha + beta, and the cascade "
+                            "baseline spends alpha + beta in one bound, which certifies nothing at 0.5 or more")
+    warn_capped_radii(name, cfg)
+
+
+def warn_capped_radii(name, cfg):
+    """sigma_e below max Sigma is legal, but R = min(R_sigma, R_c) and R_sigma <= sigma_e * Phi^-1(beta^(1/n))
+    (all n estimator votes agreeing), which is below what the largest sigma can certify alone."""
+    largest = max(cfg["sigmas"])
+    if cfg["sigma_e"] is None or cfg["sigma_e"] >= largest:
+        return
+    n, alpha, beta = cfg["certify"]["n"], cfg["certify"]["alpha"], cfg["certify"]["beta"]
+    cap = cfg["sigma_e"] * NormalDist().inv_cdf(beta ** (1 / n))
+    alone = largest * NormalDist().inv_cdf(alpha ** (1 / n))
+    logger.warning(f"config: experiments.{name}.sigma_e = {cfg['sigma_e']:g} is below max(sigmas) = {largest:g}: "
+                   f"every dual radius is capped at R_sigma <= sigma_e * Phi^-1(beta^(1/n)) = {cap:.3g} "
+                   f"(certify n = {n}, beta = {beta:g}), while sigma = {largest:g} alone can certify up to {alone:.3g}")
 
 
 for _name, _cfg in EXPERIMENTS.items():
@@ -103,9 +213,17 @@ def denoiser_arg(wildcards, input):
     return f"--denoiser {input.denoiser}" if input.denoiser else ""
 
 
+def shared_classifier(name):
+    """True when one classifier serves every sigma (off-the-shelf weights or one noise level, with a denoiser)."""
+    cfg = EXPERIMENTS[name]["classifier"]
+    return cfg["weights"] is not None or cfg["noise"] != "per_sigma"
+
+
 def classifier_checkpoint(name, it, sigma):
     """Checkpoint of the classifier for sigma in estimator round ``it`` (round k >= 1 is finetuned)."""
     cfg = EXPERIMENTS[name]["classifier"]
+    if int(it) > 0 and shared_classifier(name):
+        return f"results/{name}/models/it{it}/classifier_shared.safetensors"
     if int(it) > 0:
         return f"results/{name}/models/it{it}/classifier_sigma{fmt(sigma)}.safetensors"
     if cfg["weights"] is not None:
@@ -120,7 +238,11 @@ def classifier_args(name, it):
 
 
 def num_shards(name, stage):
-    return EXPERIMENTS[name]["label" if stage.startswith("labels") else "certify"]["shards"]
+    """Shard count of a merge_shards stage (labels/it<k>, router/labels, certify/..., router/certify)."""
+    cfg = EXPERIMENTS[name]
+    if stage == "router/labels":
+        return (cfg["router"].get("label") or cfg["label"])["shards"]
+    return cfg["label" if stage.startswith("labels") else "certify"]["shards"]
 
 
 def sampling_args(wildcards, stage):
@@ -157,3 +279,84 @@ def table_outputs(name):
 
 def default_targets():
     return [f"results/tables/{name}.csv" for name in config["default_targets"]]
+
+
+def router_experts(name):
+    """The experiment's router experts (config order = the router's class order); [] without a router."""
+    return EXPERIMENTS[name].get("router", {}).get("experts", [])
+
+
+def expert(wildcards):
+    for spec in router_experts(wildcards.experiment):
+        if spec["name"] == wildcards.expert:
+            return spec
+    raise WorkflowError(f"experiment {wildcards.experiment!r} has no router expert {wildcards.expert!r}")
+
+
+def produced_or_existing(path, key, name):
+    """Pipeline products (under results/) are built by their rules; other paths must exist."""
+    return path if str(path).startswith("results/") else existing(path, key, name)
+
+
+def expert_inputs(wildcards):
+    spec, name = expert(wildcards), wildcards.experiment
+    index = [e["name"] for e in router_experts(name)].index(spec["name"])
+    where = f"router.experts[{index}]"
+    inputs = {"classifier": produced_or_existing(spec["classifier"], f"{where}.classifier", name)}
+    if spec.get("denoiser"):
+        inputs["denoiser"] = produced_or_existing(spec["denoiser"], f"{where}.denoiser", name)
+    return inputs
+
+
+def expert_json(spec):
+    """The CLI's --expert argument of one expert."""
+    fields = {k: spec.get(k) for k in ("name", "sigma", "classifier", "denoiser")}
+    return shlex.quote(json.dumps(fields))
+
+
+def expert_settings(wildcards):
+    """Monte Carlo settings of an expert's job: router.label (else label) on the training split, certify on test."""
+    cfg = exp(wildcards)
+    if wildcards.split == "labels":
+        return cfg["router"].get("label") or cfg["label"]
+    return cfg["certify"]
+
+
+def expert_sampling_args(wildcards):
+    settings, cfg = expert_settings(wildcards), exp(wildcards)
+    return (f"--n0 {settings['n0']} --n {settings['n']} --batch-size {cfg['batch_size']} "
+            f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']}")
+
+
+def global_twin(name, spec):
+    """The round-0 sigma of this experiment whose expert is ``spec`` (same checkpoint, noise level and
+    denoiser), or None: such an expert's certificates are the global run's."""
+    denoiser = EXPERIMENTS[name].get("denoiser")
+    own_denoiser = None if denoiser is None else denoiser.get("path", f"results/{name}/models/denoiser")
+    for sigma in sigmas(name):
+        if (float(spec["sigma"]) == sigma and spec["classifier"] == classifier_checkpoint(name, 0, sigma)
+                and spec.get("denoiser") == own_denoiser):
+            return sigma
+    return None
+
+
+def expert_table(name, spec, split):
+    """Certificates of one router expert on the training split (``labels``) or the test split (``certify``)."""
+    twin = global_twin(name, spec)
+    if twin is not None and split == "certify":
+        return f"results/{name}/certify/global/sigma{fmt(twin)}.tsv"
+    if twin is not None and not EXPERIMENTS[name]["router"].get("label"):
+        return f"results/{name}/labels/it0/sigma{fmt(twin)}.tsv"
+    return f"results/{name}/router/{split}/{spec['name']}.tsv"
+
+
+def report_rows(name):
+    """(flag, row name, certificate TSV) of every row of the experiment's table after the global ones;
+    an expert that is one of the global runs has no row of its own."""
+    rows = [("--method", f"expert {e['name']}", expert_table(name, e, "certify"))
+            for e in router_experts(name) if global_twin(name, e) is None]
+    rows.append(("--method", "cascade", f"results/{name}/certify/cascade.tsv"))
+    rows += [("--dual", row, f"results/{name}/certify/dual/it{it}.tsv") for it, row in dual_names(name).items()]
+    if router_experts(name):
+        rows.append(("--dual", "router", f"results/{name}/certify/router.tsv"))
+    return rows

@@ -1,3 +1,9 @@
+# Runs where snakemake runs, never as a cluster job: it writes small files (digits, ImageNet file
+# lists) or downloads CIFAR-10, which compute nodes often cannot.
+localrules:
+    prepare_data,
+
+
 rule prepare_data:
     output:
         "data/{data}/READY",
@@ -8,6 +14,7 @@ rule prepare_data:
         "logs/prepare_data/{data}.log",
     benchmark:
         "logs/prepare_data/benchmark/{data}.tsv"
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=120,

@@ -47,6 +47,7 @@ rule finetune_classifier:
         optim=lambda wc: optim_args(exp(wc)["finetune"]),
         denoiser=denoiser_arg,
         seed=config["seed"],
+        sigma=lambda wc: f"--sigma {wc.sigma}",
     log:
         "logs/{experiment}/finetune/it{it}_sigma{sigma}.log",
     benchmark:
@@ -59,6 +60,27 @@ rule finetune_classifier:
     conda:
         "../envs/dualrs.yaml"
     shell:
-        "dualrs finetune {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
+        "dualrs finetune {params.data} --classifier {input.classifier} {params.sigma} "
         "--routes {input.routes} {params.optim} {params.denoiser} --seed {params.seed} "
         "--threads {threads} --out {output.model} > {log} 2>&1"
+
+
+use rule finetune_classifier as finetune_shared_classifier with:
+    input:
+        ready,
+        classifier=lambda wc: classifier_checkpoint(wc.experiment, int(wc.it) - 1, sigmas(wc.experiment)[0]),
+        routes="results/{experiment}/routes/it{it}.tsv",
+        denoiser=denoiser_input,
+    output:
+        model="results/{experiment}/models/it{it}/classifier_shared.safetensors",
+        meta="results/{experiment}/models/it{it}/classifier_shared.json",
+    params:
+        data=data_args,
+        optim=lambda wc: optim_args(exp(wc)["finetune"]),
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+        sigma="",
+    log:
+        "logs/{experiment}/finetune/it{it}_shared.log",
+    benchmark:
+        "logs/{experiment}/benchmark/finetune/it{it}_shared.tsv"

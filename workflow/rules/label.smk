@@ -1,6 +1,10 @@
 # Estimator labels: every training sample certified under every sigma (Sun et al. 2025, Sec. 5.1).
 
 
+localrules:
+    merge_shards,
+
+
 rule label:
     input:
         ready,
@@ -40,12 +44,13 @@ rule merge_shards:
     output:
         "results/{experiment}/{stage}/{name}.tsv",
     wildcard_constraints:
-        stage=r"labels/it[0-9]+|certify/global|certify/dual",
+        stage=r"labels/it[0-9]+|certify/global|certify/dual|certify|router/labels|router/certify",
         name=r"[^/]+",
     log:
         "logs/{experiment}/merge/{stage}/{name}.log",
     benchmark:
         "logs/{experiment}/benchmark/merge/{stage}/{name}.tsv"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,

@@ -56,6 +56,7 @@ rule fetch_pretrained:
         "logs/{experiment}/fetch_pretrained.log",
     benchmark:
         "logs/{experiment}/benchmark/fetch_pretrained.tsv"
+    threads: 1
     resources:
         mem_mb=mem_mb,
         runtime=60,

@@ -1,0 +1,1 @@
+"""Throughput benchmarks of certification: ``python -m benchmarks.certify`` (see README, "Benchmarks")."""

@@ -1,0 +1,213 @@
+"""Ablations of round-0 dual RS: hard labels, seeded training subsets, the ablation DAG, one ablation end to end."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from dualrs import tasks
+from dualrs.cli import main
+from dualrs.data import load_split, prepare_dataset
+from dualrs.tables import read_table, write_table
+from dualrs.labels import hard_labels, soft_labels, training_subset
+from dualrs.report import certified_accuracy
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny_ablation.yaml"
+TABLES = [f"results/tables/ablations/tiny_{name}.csv" for name in ("lam", "labels", "n_label", "train_fraction",
+                                                                   "alpha_beta")]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                             "--directory", str(workdir), *args], capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    return {line.split()[0]: int(line.split()[1]) for line in dry_run_output.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    return tmp_path
+
+
+def test_hard_labels_are_the_one_hot_argmax_of_the_radii():
+    rng = np.random.default_rng(0)
+    radii = rng.uniform(0, 2, size=(300, 4)) * (rng.uniform(size=(300, 4)) < 0.7)
+    radii[:10] = 0.0  # certified under no sigma
+    radii[10:20, 1] = radii[10:20, 3] = 5.0  # ties between sigma 1 and 3
+    q = hard_labels(radii)
+    assert q.shape == radii.shape and set(np.unique(q)) == {0.0, 1.0}
+    np.testing.assert_array_equal(q.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(q.argmax(axis=1), radii.argmax(axis=1))
+    assert (q[10:20, 1] == 1).all() and (q[:10, 0] == 1).all()  # ties: the smallest sigma
+    unique = (np.sort(radii, axis=1)[:, -1] - np.sort(radii, axis=1)[:, -2]) > 1e-3
+    np.testing.assert_allclose(soft_labels(radii, 1e-5)[unique], q[unique], atol=1e-9)
+
+
+@pytest.mark.parametrize("num,fraction,size", [(1257, 0.2, 251), (63, 0.5, 32), (40, 1.0, 40), (3, 0.01, 1)])
+def test_training_subset_has_the_right_size_and_is_seeded(num, fraction, size):
+    subset = training_subset(num, fraction, seed=7)
+    assert len(subset) == size and len(np.unique(subset)) == size
+    assert (np.diff(subset) > 0).all() and subset.min() >= 0 and subset.max() < num
+    np.testing.assert_array_equal(subset, training_subset(num, fraction, seed=7))
+    if size not in (1, num):
+        assert not np.array_equal(subset, training_subset(num, fraction, seed=8))
+    if fraction == 1.0:
+        np.testing.assert_array_equal(subset, np.arange(num))
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, float("nan")])
+def test_training_subset_rejects_fractions_outside_0_1(fraction):
+    with pytest.raises(ValueError, match="train fraction"):
+        training_subset(10, fraction, seed=0)
+
+
+def test_training_subset_includes_every_input_equally_often_over_seeds():
+    num, fraction, trials = 20, 0.25, 4000
+    counts = np.zeros(num)
+    for seed in range(trials):
+        counts[training_subset(num, fraction, seed)] += 1
+    # each count is Binomial(trials, 1/4); the chi-square statistic over-states their variance, so p is conservative
+    assert stats.chisquare(counts).pvalue > 1e-3
+    assert counts.min() > 0.8 * trials * fraction
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """Prepared digits and label tables of two sigmas over every 5th training input."""
+    root = tmp_path_factory.mktemp("ablations")
+    prepare_dataset("digits", root / "data", seed=0)
+    rng = np.random.default_rng(3)
+    idx = np.arange(0, 400, 5)
+    paths = {}
+    for sigma in (0.25, 0.5):
+        radius = rng.uniform(0, sigma * 2, size=len(idx))
+        frame = pd.DataFrame({"idx": idx, "label": 0, "predict": 0, "count": 10, "pA_lower": 0.9, "radius": radius,
+                              "correct": (rng.uniform(size=len(idx)) < 0.8).astype(int)})
+        paths[sigma] = root / f"sigma{sigma}.tsv"
+        write_table(paths[sigma], frame)
+    return root, paths
+
+
+def _train_estimator_args(root, paths, out, *extra):
+    labels = [arg for sigma, path in paths.items() for arg in ("--labels", f"{sigma}={path}")]
+    return ["train-estimator", "--dataset", "digits", "--root", str(root / "data"), "--device", "cpu", *labels,
+            "--arch", "digits_cnn", "--sigma-e", "0.5", "--temperature", "0.25", "--epochs", "1", "--batch-size",
+            "32", "--lr", "0.001", "--seed", "5", "--threads", "1", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("extra,hard,fraction", [((), False, 1.0), (("--hard-labels", "--train-fraction", "0.3"),
+                                                                       True, 0.3)])
+def test_train_estimator_sees_the_seeded_subset_with_the_chosen_labels(labelled, tmp_path, monkeypatch, extra, hard,
+                                                                       fraction):
+    root, paths = labelled
+    seen = {}
+
+    def record(model, x, targets, weights, *args, **kwargs):
+        seen.update(x=x, targets=targets, weights=weights)
+        return []
+
+    monkeypatch.setattr(tasks, "train_estimator", record)
+    out = tmp_path / "estimator.safetensors"
+    main(_train_estimator_args(root, paths, out, *extra))
+
+    frames = [read_table(paths[s]) for s in (0.25, 0.5)]
+    radii = np.stack([np.where(f["correct"] == 1, f["radius"], 0.0) for f in frames], axis=1)
+    keep = training_subset(len(radii), fraction, seed=5)
+    expected = hard_labels(radii[keep]) if hard else soft_labels(radii[keep], 0.25)
+    np.testing.assert_allclose(seen["targets"].numpy(), expected, rtol=1e-6)
+    train = load_split("digits", root / "data", "train")
+    images = torch.stack([train[int(i)][0] for i in frames[0]["idx"].to_numpy()[keep]])
+    torch.testing.assert_close(seen["x"], images)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["labels"] == ("hard" if hard else "soft") and meta["train_fraction"] == fraction
+    assert meta["train_samples"] == round(fraction * len(radii))
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "nan"])
+def test_train_fraction_outside_0_1_is_one_error_before_work(labelled, tmp_path, capsys, value):
+    root, paths = labelled
+    with pytest.raises(SystemExit):
+        main(_train_estimator_args(root, paths, tmp_path / "e.safetensors", "--train-fraction", value))
+    assert "--train-fraction: must lie in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "e.safetensors").exists()
+
+
+def test_every_ablation_resolves_and_reuses_the_experiments_own_runs(workdir):
+    out = snakemake(workdir, "ablations", "-n", "-p", "--cores", "2", "--configfile", str(TINY)).stdout
+    counts = job_counts(out)
+    # one value per ablation differs from the experiment's setting; the others reuse its round-0 runs
+    assert counts["ablation_report"] == 5 and counts["ablation_certify"] == 5
+    assert counts["ablation_estimator"] == 4 and counts["train_estimator"] == 1 and counts["certify_dual"] == 1
+    assert counts["ablation_label"] == 2 * 2  # n_label=8: two sigmas, two label shards
+    assert counts["merge_ablation_shards"] == 5 + 2
+    for flag in ("--lam 0 ", "--hard-labels", "--train-fraction 0.5", "--alpha 0.005 --beta 0.015", "--n 8 "):
+        assert flag in out
+    for table in TABLES:
+        assert table in out
+
+
+def test_paper_configs_list_every_ablation_job(workdir):
+    counts = job_counts(snakemake(workdir, "ablations", "-n", "--cores", "2").stdout)
+    # digits: lam 0, 40; hard; n=100 (relabelled, 3 sigmas); fractions 0.2, 0.5; two alpha/beta splits
+    assert counts["ablation_report"] == 5 and counts["ablation_certify"] == 8
+    assert counts["ablation_estimator"] == 6 and counts["ablation_label"] == 3
+    for name in ("cifar10/improved_diffusion_50M",):
+        (workdir / "models" / name).mkdir(parents=True)
+    (workdir / "models/cifar10/vit_base_patch16_224_cifar10.safetensors").touch()
+    tables = [f"results/tables/ablations/cifar10_{a}.csv" for a in ("lam", "labels", "n_label", "train_fraction",
+                                                                   "alpha_beta")]
+    counts = job_counts(snakemake(workdir, *tables, "-n", "--cores", "8").stdout)
+    assert counts["ablation_certify"] == 8 * 8 and counts["ablation_label"] == 3 * 8  # n=1000: 3 sigmas x 8 shards
+    assert counts["ablation_report"] == 5 and counts["fetch_pretrained"] == 1
+
+
+@pytest.mark.parametrize("ablations,target,message", [
+    ("{lam: [0, 40]}", "results/tables/ablations/tiny_labels.csv", "experiments.tiny.ablations has no `labels`"),
+    ("{train_fraction: [0.5, 1.5]}", "ablations", "ablations.train_fraction"),
+    ("{alpha_beta: [[0.6, 0.01]]}", "ablations", "ablations.alpha_beta"),
+    ("{lam: [0.1, 0.1000000001]}", "ablations", "coincide in paths"),
+])
+def test_bad_ablation_configs_are_one_error_before_any_job(workdir, ablations, target, message):
+    config = workdir / "bad.yaml"
+    text = TINY.read_text()
+    config.write_text(text[:text.index("    ablations:")] + f"    ablations: {ablations}\n")
+    result = snakemake(workdir, target, "-n", "--cores", "1", "--configfile", str(config), check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.slow
+def test_one_ablation_runs_end_to_end(workdir):
+    snakemake(workdir, "results/tables/ablations/tiny_n_label.csv", "--cores", "2", "--configfile", str(TINY))
+    table = pd.read_csv(workdir / "results/tables/ablations/tiny_n_label.csv", index_col="method")
+    assert list(table.index) == ["n_label=8", "n_label=16"] and (table["n"] == 18).all()
+    for ext in ("md", "tex", "json"):
+        assert (workdir / f"results/tables/ablations/tiny_n_label.{ext}").stat().st_size > 0
+    # n = 16 is the experiment's own labelling: its row is the experiment's round-0 dual RS
+    baseline = read_table(workdir / "results/tiny/certify/dual/it0.tsv")
+    radii = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+    np.testing.assert_allclose(table.loc["n_label=16", [f"r={r:g}" for r in radii]],
+                               100 * certified_accuracy(baseline, radii), atol=0.05)
+    relabelled = read_table(workdir / "results/tiny/ablations/n_label/8/labels/sigma0.5.tsv")
+    original = read_table(workdir / "results/tiny/labels/it0/sigma0.5.tsv")
+    assert list(relabelled["idx"]) == list(original["idx"]) == list(range(0, len(original) * 20, 20))
+    assert relabelled["count"].max() <= 8 < original["count"].max()
+    dual = read_table(workdir / "results/tiny/ablations/n_label/8/certify.tsv")
+    assert list(dual["idx"]) == list(baseline["idx"])
+    assert ((dual["radius"] <= dual[["r_sigma", "r_c"]].min(axis=1) + 1e-9) | (dual["predict"] == -1)).all()

@@ -1,0 +1,349 @@
+"""Bad input gives one error naming the problem, before any work, and writes nothing.
+
+Covers the configuration (through ``snakemake -n``), dataset paths, checkpoints of the wrong kind,
+corrupt certificate files found on resume, inputs of the Python API, and pickled checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from closed_form import ConstantClass
+from dualrs.cli import main
+from dualrs.data import prepare_dataset
+from dualrs.dual import DualSmooth
+from dualrs.io import save_checkpoint
+from dualrs.models import create_model, read_state_dict
+from dualrs.seeding import sample_generator
+from dualrs.smoothing import Smooth
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+experiments:
+  tiny:
+    data: digits
+    sigmas: [0.25, 0.5]
+    classifier:
+      arch: digits_cnn
+      train: {epochs: 1, batch_size: 128, lr: 0.003}
+    estimator:
+      arch: digits_cnn
+      train: {epochs: 1, batch_size: 128, lr: 0.003}
+    label: {n0: 8, n: 16, alpha: 0.01}
+    certify: {n0: 8, n: 64, alpha: 0.01, beta: 0.01}
+    batch_size: 64
+"""
+
+
+def dry_run(tmp_path: Path, config: str) -> subprocess.CompletedProcess:
+    """``snakemake -n`` in a fresh working directory on the default config extended by ``config``."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    (tmp_path / "test.yaml").write_text(config)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "results/tables/tiny.csv", "-n", "--cores", "1", "--configfile",
+                           str(tmp_path / "test.yaml")], capture_output=True, text=True, env=env)
+
+
+def assert_nothing_written(workdir: Path) -> None:
+    assert not any((workdir / folder).exists() for folder in ("results", "data", "logs", "models"))
+
+
+@pytest.mark.parametrize(("old", "new", "messages"), [
+    ("    batch_size: 64", "    batch_size: 64\n    bogus: 1", ["config: experiments.tiny: unknown key(s) 'bogus'"]),
+    ("experiments:", "verbose: true\nexperiments:", ["config: (top level): unknown key(s) 'verbose'"]),
+    ("[0.25, 0.5]", "[0.25, 0]", ["config: experiments.tiny.sigmas[1]: 0 is less than or equal to the minimum of 0"]),
+    ("[0.25, 0.5]", "[0.25, 0.5]\n    sigma_e: -1",
+     ["config: experiments.tiny.sigma_e: -1 is less than or equal to the minimum of 0"]),
+    ("[0.25, 0.5]", "[]", ["config: experiments.tiny.sigmas: [] is too short", "at least two"]),
+    ("[0.25, 0.5]", "[0.5, 0.5]", ["config: experiments.tiny.sigmas: [0.5, 0.5] has non-unique elements"]),
+    ("[0.25, 0.5]", "[0.1234567, 0.1234568]",
+     ["config: experiments.tiny.sigmas: 0.1234567 and 0.1234568 are the same sigma in file names"]),
+    ("alpha: 0.01, beta", "alpha: 0.5, beta",
+     ["config: experiments.tiny.certify.alpha: 0.5 is greater than or equal to the maximum of 0.5",
+      "a bound that fails with probability 0.5 or more certifies nothing"]),
+    ("alpha: 0.01, beta", "alpha: 0, beta",
+     ["config: experiments.tiny.certify.alpha: 0 is less than or equal to the minimum of 0"]),
+    ("beta: 0.01", "beta: 1.5", ["config: experiments.tiny.certify.beta: 1.5 is greater than or equal to the maximum"]),
+    ("alpha: 0.01, beta: 0.01", "alpha: 0.3, beta: 0.25",
+     ["config: experiments.tiny.certify: alpha + beta = 0.55 must lie below 0.5"]),
+    ("label: {n0: 8, n: 16, alpha: 0.01}", "label: {n0: 8, n: 16, alpha: -0.1}",
+     ["config: experiments.tiny.label.alpha: -0.1 is less than or equal to the minimum of 0"]),
+    ("alpha: 0.01, beta", "alpha: .nan, beta", ["config: experiments.tiny.certify.alpha is nan: numbers must be finite"]),
+    ("alpha: 0.01, beta", "alpha: 1e-3, beta",
+     ["config: experiments.tiny.certify.alpha: '1e-3' is not of type 'number'", "write 1.0e-3 or 0.001"]),
+    ("certify: {n0: 8", "certify: {n0: 0", ["config: experiments.tiny.certify.n0: 0 is less than the minimum of 1"]),
+    ("n: 16", "n: 0", ["config: experiments.tiny.label.n: 0 is less than the minimum of 1"]),
+    ("beta: 0.01}", "beta: 0.01, shards: 0}",
+     ["config: experiments.tiny.certify.shards: 0 is less than the minimum of 1"]),
+])
+def test_config_errors_name_the_key_before_any_job(tmp_path, old, new, messages):
+    assert TINY.count(old) == 1
+    result = dry_run(tmp_path, TINY.replace(old, new))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    for message in messages:
+        assert message in output
+    problems = [line for line in output.splitlines()
+                if line.strip().startswith("config: ") and "is below max(sigmas)" not in line]
+    assert len(problems) == 1, problems  # one error, not a cascade
+    assert_nothing_written(tmp_path)
+
+
+def test_sigma_e_below_the_largest_sigma_is_legal_but_warns_of_the_cap(tmp_path):
+    result = dry_run(tmp_path, TINY.replace("[0.25, 0.5]", "[0.25, 0.5]\n    sigma_e: 0.3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("config: experiments.tiny.sigma_e = 0.3 is below max(sigmas) = 0.5: every dual radius is capped at "
+            "R_sigma <= sigma_e * Phi^-1(beta^(1/n)) = 0.444") in result.stdout + result.stderr
+    quiet = dry_run(tmp_path / "default", TINY)  # sigma_e = null means max(sigmas): no warning
+    assert quiet.returncode == 0 and "experiments.tiny.sigma_e" not in quiet.stdout + quiet.stderr
+
+
+# ------------------------------------------------------------------ dataset paths
+
+
+def test_missing_imagenet_folder_names_path_and_key_and_writes_nothing(tmp_path):
+    root, missing = tmp_path / "data" / "imagenet", tmp_path / "no" / "val"
+    with pytest.raises(SystemExit) as error:
+        main(["prepare-data", "--dataset", "imagenet", "--root", str(root),
+              "--data-options", json.dumps({"source": str(missing)})])
+    assert f"ImageNet folder {missing} does not exist (config key data.imagenet.source)" in str(error.value)
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_imagenet_train_folder_is_found_before_writing(tmp_path):
+    (tmp_path / "val" / "n01").mkdir(parents=True)
+    root = tmp_path / "data" / "imagenet"
+    with pytest.raises(SystemExit, match="config key data.imagenet.train_source"):
+        main(["prepare-data", "--dataset", "imagenet", "--root", str(root), "--data-options",
+              json.dumps({"source": str(tmp_path / "val"), "train_source": str(tmp_path / "none")})])
+    assert not root.exists()
+
+
+# ------------------------------------------------------------------ checkpoints of the wrong kind
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bad") / "data"
+    prepare_dataset("digits", root, seed=0)
+    return root
+
+
+def checkpoint(path: Path, num_classes: int = 10, in_chans: int = 1, **meta) -> Path:
+    torch.manual_seed(0)
+    save_checkpoint(path, create_model("digits_cnn", num_classes, in_chans),
+                    {"arch": "digits_cnn", "num_classes": num_classes, "in_chans": in_chans, **meta})
+    return path
+
+
+def certify_global(digits: Path, classifier: Path, out: Path) -> list[str]:
+    return ["certify-global", "--dataset", "digits", "--root", str(digits), "--classifier", str(classifier),
+            "--sigma", "0.5", "--n0", "8", "--n", "32", "--batch-size", "32", "--every", "60", "--alpha", "0.01",
+            "--device", "cpu", "--out", str(out)]
+
+
+def certify_dual(digits: Path, estimator: Path, classifier: Path, out: Path) -> list[str]:
+    return ["certify-dual", "--dataset", "digits", "--root", str(digits), "--estimator", str(estimator),
+            "--classifier", f"0.25={classifier}", "--classifier", f"0.5={classifier}", "--sigma-e", "0.5",
+            "--n0", "8", "--n", "32", "--batch-size", "32", "--every", "60", "--alpha", "0.01", "--beta", "0.01",
+            "--device", "cpu", "--out", str(out)]
+
+
+def assert_exits_naming(argv: list[str], *messages: str) -> None:
+    out = Path(argv[argv.index("--out") + 1])
+    with pytest.raises(SystemExit) as error:
+        main(argv)
+    for message in messages:
+        assert message in str(error.value)
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_classifier_for_another_class_count_is_refused(digits, tmp_path):
+    path = checkpoint(tmp_path / "three.safetensors", num_classes=3)
+    assert_exits_naming(certify_global(digits, path, tmp_path / "c.tsv"),
+                        f"checkpoint {path} is for 3 classes from 1-channel inputs, but a classifier of dataset "
+                        "'digits' needs 10 classes from 1-channel inputs")
+
+
+def test_classifier_for_other_input_channels_is_refused(digits, tmp_path):
+    path = checkpoint(tmp_path / "rgb.safetensors", in_chans=3)
+    assert_exits_naming(certify_global(digits, path, tmp_path / "c.tsv"), "is for 10 classes from 3-channel inputs")
+
+
+def test_weights_of_another_architecture_are_refused(digits, tmp_path):
+    path = checkpoint(tmp_path / "narrow.safetensors")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**meta, "model_kwargs": {"width": 8}}))
+    assert_exits_naming(certify_global(digits, path, tmp_path / "c.tsv"), "does not match architecture 'digits_cnn'")
+    path.with_suffix(".json").write_text(json.dumps({**meta, "arch": "resnet_of_my_own"}))
+    assert_exits_naming(certify_global(digits, path, tmp_path / "c.tsv"), "unknown model architecture 'resnet_of_my_own'")
+    path.with_suffix(".json").write_text(json.dumps({"arch": "digits_cnn"}))
+    assert_exits_naming(certify_global(digits, path, tmp_path / "c.tsv"), "lacks ['in_chans', 'num_classes']")
+    path.with_suffix(".json").write_text("{not json")
+    assert_exits_naming(certify_global(digits, path, tmp_path / "c.tsv"), "is not valid JSON")
+
+
+def test_estimator_with_the_wrong_number_of_sigmas_is_refused(digits, tmp_path):
+    classifier = checkpoint(tmp_path / "clf.safetensors")
+    estimator = checkpoint(tmp_path / "est.safetensors", num_classes=3, sigmas=[0.25, 0.5])
+    assert_exits_naming(certify_dual(digits, estimator, classifier, tmp_path / "d.tsv"),
+                        "is for 3 classes from 1-channel inputs, but an estimator over sigmas [0.25, 0.5]")
+    assert_exits_naming(certify_dual(digits, classifier, classifier, tmp_path / "d.tsv"),
+                        f"estimator {classifier} was trained for sigmas None")
+
+
+# ------------------------------------------------------------------ corrupt certificate files on resume
+
+
+@pytest.fixture
+def interrupted(digits, tmp_path, monkeypatch) -> Path:
+    """A certification interrupted after two rows: ``c.tsv.partial`` and its recorded settings."""
+    import dualrs.tasks
+
+    calls = []
+
+    def interrupt_at_third(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return sample_generator(*args)
+
+    monkeypatch.setattr(dualrs.tasks, "sample_generator", interrupt_at_third)
+    out = tmp_path / "c.tsv"
+    with pytest.raises(KeyboardInterrupt):
+        main(certify_global(digits, checkpoint(tmp_path / "clf.safetensors"), out))
+    monkeypatch.undo()
+    assert len(out.with_name("c.tsv.partial").read_text().splitlines()) == 3
+    return out
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    (["0\t0\t0\t0.5\t1\t0.1", "60\t6\t6\t0.3", "120\t1\t1\t0.2\t1\t0.1"], "c.tsv.partial:3: corrupt row"),
+    (["0\t0\t0\t0.5\t1\t0.1", "x60\t6\t6\t0.3\t1\t0.1"], "c.tsv.partial:3: corrupt row '"),
+    (["0\t0\t0\tabc\t1\t0.1", "60\t6\t6\t0.3\t1\t0.1"], "c.tsv.partial:2: corrupt row '0\\t0\\t0\\tabc\\t1\\t0.1': "
+                                                     "radius 'abc' is not a number"),
+    (["0\t0\t0\t0.5\t1\t0.1", "0\t0\t0\t0.5\t1\t0.1"], "c.tsv.partial:3: idx 0 was already written on line 2"),
+])
+def test_corrupt_partial_row_is_an_error_naming_file_and_line(digits, interrupted, rows, message):
+    partial = interrupted.with_name("c.tsv.partial")
+    partial.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + "\n".join(rows) + "\n")
+    before = partial.read_bytes()
+    with pytest.raises(SystemExit) as error:
+        main(certify_global(digits, interrupted.with_name("clf.safetensors"), interrupted))
+    assert message in str(error.value) and "delete the file to restart" in str(error.value)
+    assert partial.read_bytes() == before and not interrupted.exists()
+
+
+# ------------------------------------------------------------------ inputs of the Python API
+
+
+class MustNotRun(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the model must not run on bad input")
+
+
+BAD_INPUTS = [
+    (torch.tensor([0.1, math.nan, 0.3]), ValueError, "x has 1 non-finite value(s) (NaN or inf) among 3"),
+    (torch.tensor([[0.1, math.inf], [-math.inf, 0.0]]), ValueError, "x has 2 non-finite value(s)"),
+    (np.zeros(3), TypeError, "x must be a torch.Tensor (one input without batch dimension), got ndarray"),
+    ([0.1, 0.2], TypeError, "got list"),
+    (torch.zeros(3, dtype=torch.long), TypeError, "x must be a floating-point tensor, got dtype torch.int64"),
+    (torch.tensor(0.5), ValueError, "got shape ()"),
+    (torch.zeros(0, 8), ValueError, "got shape (0, 8)"),
+]
+
+
+@pytest.mark.parametrize(("x", "error", "message"), BAD_INPUTS)
+def test_smooth_refuses_bad_inputs_before_sampling(x, error, message):
+    smooth = Smooth(MustNotRun(), 3, 0.5)
+    with pytest.raises(error, match=re.escape(message)):
+        smooth.certify(x, 10, 100, 0.01, 50)
+    with pytest.raises(error, match=re.escape(message)):
+        smooth.predict(x, 100, 0.01, 50)
+
+
+@pytest.mark.parametrize(("x", "error", "message"), BAD_INPUTS)
+def test_dual_smooth_refuses_bad_inputs_before_sampling(x, error, message):
+    dual = DualSmooth(MustNotRun(), {0.25: MustNotRun(), 0.5: MustNotRun()}, 0.5, 3)
+    with pytest.raises(error, match=re.escape(message)):
+        dual.certify(x, 10, 100, 0.01, 0.01, 50)
+
+
+def test_good_inputs_pass_the_checks():
+    for x in (torch.zeros(3), torch.zeros(1, 8, 8, dtype=torch.float64), torch.zeros(2, dtype=torch.float16)):
+        assert Smooth(ConstantClass(1, 2), 2, 0.5).certify(x, 4, 16, 0.01, 16)[0] == 1
+
+
+def test_level_of_one_half_or_more_is_refused_with_the_reason(capsys, digits, tmp_path):
+    argv = certify_global(digits, checkpoint(tmp_path / "clf.safetensors"), tmp_path / "c.tsv")
+    argv[argv.index("--alpha") + 1] = "0.5"
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "must lie in (0, 0.5), got '0.5': a one-sided confidence bound that fails with probability 0.5 or more " \
+           "certifies nothing" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="beta must lie in"):
+        DualSmooth(ConstantClass(0, 2), {0.25: ConstantClass(0, 2), 0.5: ConstantClass(1, 2)}, 0.5, 2).certify(
+            torch.zeros(2), 4, 16, 0.01, 0.5, 16)
+
+
+# ------------------------------------------------------------------ checkpoints are never unpickled
+
+
+class Payload:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def malicious(tmp_path) -> tuple[Path, Path]:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "weights.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "payload": Payload(marker)}, path)
+    return path, marker
+
+
+def test_pickled_code_in_weights_is_refused(malicious, tmp_path):
+    path, marker = malicious
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))} is not a plain tensor checkpoint and is not unpickled"):
+        read_state_dict(path)
+    with pytest.raises(ValueError, match="not unpickled"):
+        create_model("timm/test_vit", 10, 3, weights=str(path))
+    with pytest.raises(SystemExit, match="not unpickled"):
+        main(["fetch-pretrained", "--dataset", "cifar10", "--root", str(tmp_path), "--arch", "timm/test_vit",
+              "--weights", str(path), "--out", str(tmp_path / "out.safetensors")])
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def test_pickle_posing_as_a_dualrs_checkpoint_is_refused(malicious, digits, tmp_path):
+    path, marker = malicious
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(path.read_bytes())
+    fake.with_suffix(".json").write_text(json.dumps({"arch": "digits_cnn", "num_classes": 10, "in_chans": 1}))
+    assert_exits_naming(certify_global(digits, fake, tmp_path / "c.tsv"), f"checkpoint {fake} is not a safetensors file")
+    assert not marker.exists()
+
+
+def test_plain_tensor_checkpoints_still_load(tmp_path):
+    weights = {"a": torch.arange(3.0), "b.c": torch.ones(2, 2)}
+    torch.save(weights, tmp_path / "plain.pth")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in weights.items()}, "epoch": 3}, tmp_path / "wrapped.pth")
+    for name in ("plain.pth", "wrapped.pth"):
+        loaded = read_state_dict(tmp_path / name)
+        assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)

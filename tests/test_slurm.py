@@ -1,0 +1,190 @@
+"""Cluster execution: every rule declares its resources; profiles/slurm maps them to sbatch; and on a real
+Slurm cluster (scripts/local_slurm.sh brings up a single-node one on this machine) the `tiny` experiment
+runs through snakemake-executor-plugin-slurm, GPU jobs included, with certificates equal to a local run's."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dualrs.cli import HOST_COMMANDS
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "local_slurm.sh"
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+TARGET = "results/tables/tiny.csv"
+
+LOCAL_RULES = {"prepare_data", "merge_shards", "report"}
+
+
+def rule_definitions() -> dict[str, str]:
+    """Body of every ``rule NAME:`` of workflow/rules/*.smk (``use rule`` inherits its parent's)."""
+    rules = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for match in re.finditer(r"^rule (\w+):\n((?:[ \t].*\n|\n)*)", path.read_text(), re.MULTILINE):
+            rules[match.group(1)] = match.group(2)
+    return rules
+
+
+def local_rules() -> set[str]:
+    names = set()
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.findall(r"^localrules:\n((?:    \w+,\n)+)", path.read_text(), re.MULTILINE):
+            names |= set(re.findall(r"\w+", block))
+    return names
+
+
+def test_every_job_declares_threads_memory_runtime_and_gpu_where_it_runs_a_model():
+    rules = {name: body for name, body in rule_definitions().items() if "shell:" in body}
+    assert {"label", "certify_global", "merge_shards", "report", "prepare_data"} <= set(rules)
+    for name, body in rules.items():
+        assert "threads:" in body and "mem_mb=" in body and "runtime=" in body, name
+        command = re.search(r'"dualrs (\S+)', body).group(1)
+        assert ("gpu=" in body) == (command not in HOST_COMMANDS), f"{name} runs `dualrs {command}`"
+    assert LOCAL_RULES <= local_rules() <= {name for name, body in rules.items()
+                                             if re.search(r'"dualrs (\S+)', body).group(1) in HOST_COMMANDS}
+
+
+def test_slurm_profile_submits_the_paper_jobs_with_their_resources(tmp_path):
+    """A dry run of CIFAR-10 with profiles/slurm: per-job sbatch resources from the experiment's block."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    for path in ("cifar10/improved_diffusion_50M", "imagenet/guided_diffusion_256_uncond"):
+        (tmp_path / "models" / path).mkdir(parents=True)
+    for path in ("cifar10/vit_base_patch16_224_cifar10.safetensors", "imagenet/beit_large_patch16_512.safetensors"):
+        (tmp_path / "models" / path).touch()
+    result = subprocess.run([sys.executable, "-m", "snakemake", "results/tables/cifar10.csv", "-n",
+                             "--snakefile", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles" / "slurm")],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.MULTILINE)
+    resources = {}
+    for name, line in jobs:
+        resources.setdefault(name, set()).add(line)
+    assert {"certify_global", "certify_dual", "label", "train_estimator"} <= set(resources)
+    for name in ("certify_global", "certify_dual", "label", "train_estimator"):
+        (line,) = resources[name]
+        for setting in ("gpu=1", "mem_mb=32000", "runtime=1440", "cpus_per_gpu=4", "slurm_partition=gpu"):
+            assert setting in line.split(", "), (name, line)
+    for line in resources["fetch_pretrained"]:
+        assert "slurm_partition=cpu" in line.split(", ") and not line.startswith("gpu=") and ", gpu=" not in line
+
+
+
+
+def tiny_only(path: Path) -> Path:
+    """The tiny experiment alone, its model rules asking for one GPU each (its router needs tiny_dds)."""
+    tiny = yaml.safe_load(TINY.read_text())["experiments"]["tiny"]
+    tiny.pop("router", None)
+    tiny["resources"] = {"gpu": 1, "mem_mb": 1000, "runtime": 10}
+    path.write_text(yaml.safe_dump({"default_targets": ["tiny"], "experiments": {"tiny": tiny}}))
+    return path
+
+
+def local_profile(folder: Path) -> Path:
+    """profiles/slurm on the local cluster: its partition, one CPU per GPU, squeue and quick status checks."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    for resources in [profile["default-resources"], *profile.get("set-resources", {}).values()]:
+        if "slurm_partition" in resources:
+            resources["slurm_partition"] = "local"
+    profile["default-resources"]["cpus_per_gpu"] = 1
+    profile.update({"slurm-init-seconds-before-status-checks": 2, "seconds-between-status-checks": 2,
+                    "latency-wait": 5})
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def launch(workdir: Path, *args: str, cluster: Path | None = None) -> subprocess.Popen:
+    """Snakemake on the tiny target in ``workdir`` (through a local Slurm cluster when ``cluster`` is given);
+    its output goes to ``workdir``/run.log."""
+    command = [sys.executable, "-m", "snakemake", TARGET, "--snakefile", str(REPO / "Snakefile"), *args]
+    if cluster is not None:  # afterwards, list the jobs Slurm ran: comment (rule_<name>...), state, GPUs
+        jobs = "squeue --states=all --noheader --Format=Comment:200,State:20,tres-per-job:40"
+        command = [str(SCRIPT), "run", str(cluster), "bash", "-c", f'"$@" && {jobs}', "bash", *command]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with open(workdir / "run.log", "w") as log:
+        return subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def finish(process: subprocess.Popen, workdir: Path) -> str:
+    process.wait()
+    log = (workdir / "run.log").read_text()
+    assert process.returncode == 0, f"{' '.join(process.args)}:\n{log[-8000:]}"
+    return log
+
+
+def certificates(workdir: Path) -> dict[str, pd.DataFrame]:
+    """Every merged certificate table of the run, without its wall-time column."""
+    folder = workdir / "results" / "tiny" / "certify"
+    return {str(path.relative_to(folder)): pd.read_csv(path, sep="\t").drop(columns="time")
+            for path in sorted(folder.rglob("*.tsv")) if "shards" not in path.parts}
+
+
+def running_commands() -> list[str]:
+    commands = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            commands.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # the process ended meanwhile
+            continue
+    return commands
+
+
+@pytest.fixture
+def cluster_dir():
+    """A short path: the munge socket lives in it (AF_UNIX paths are limited to 108 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="dualrs-slurm-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="slurmd and slurmctld run as root")
+def test_tiny_experiment_through_slurm_equals_a_local_run(tmp_path, cluster_dir):
+    config = tiny_only(tmp_path / "tiny.yaml")
+    local, on_slurm = tmp_path / "local", tmp_path / "slurm"
+    for workdir in (local, on_slurm):
+        shutil.copytree(REPO / "config", workdir / "config")
+
+    # the local run works while the Slurm run mostly waits for status checks
+    local_run = launch(local, "--cores", "2", "--resources", "gpu=2", "--configfile", str(config))
+    try:
+        started = time.monotonic()
+        slurm_run = launch(on_slurm, "--workflow-profile", str(local_profile(tmp_path / "profile")),
+                           "--slurm-status-command", "squeue", "--configfile", str(config), cluster=cluster_dir)
+        log = finish(slurm_run, on_slurm)
+        print(f"Slurm run: {time.monotonic() - started:.0f} s (cluster start and stop included)")
+        print("\n".join(line for line in log.splitlines() if "SLURM" in line or "localrule" in line)[:3000])
+        finish(local_run, local)
+    finally:
+        local_run.kill()  # no-op once it has finished
+    # the cluster is gone: no daemon of it runs, and the link to its configuration is removed
+    assert not [command for command in running_commands() if str(cluster_dir) in command]
+    assert not Path("/etc/slurm/slurm.conf").is_symlink()
+
+    submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
+    slurm_jobs = [line.split() for line in log.splitlines() if line.startswith("rule_")]
+    assert len(slurm_jobs) == len(submitted) > 0
+    rules = {comment.split("_wildcards_")[0] for comment, _, _ in slurm_jobs}
+    assert {"rule_train_classifier", "rule_label", "rule_certify_global", "rule_certify_dual"} <= rules
+    assert not rules & {"rule_prepare_data", "rule_merge_shards", "rule_report"}  # localrules ran here
+    assert "localrule merge_shards" in log and "localrule report" in log
+    assert all(state == "COMPLETED" for _, state, _ in slurm_jobs)
+    assert all(gpus == "gres:gpu:1" for _, _, gpus in slurm_jobs)  # every model job got a GPU from Slurm
+
+    expected, actual = certificates(local), certificates(on_slurm)
+    assert set(expected) >= {"global/sigma0.25.tsv", "global/sigma0.5.tsv", "dual/it0.tsv", "dual/it1.tsv"}
+    assert set(actual) == set(expected)
+    for name, table in expected.items():
+        pd.testing.assert_frame_equal(actual[name], table, obj=name)
+    local_table = pd.read_csv(local / TARGET, index_col="method").drop(columns="s/input", errors="ignore")
+    slurm_table = pd.read_csv(on_slurm / TARGET, index_col="method").drop(columns="s/input", errors="ignore")
+    pd.testing.assert_frame_equal(slurm_table, local_table)

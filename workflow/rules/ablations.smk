@@ -1,0 +1,183 @@
+# One-factor ablations of round-0 dual RS (round-0 classifiers, estimator trained from round-0 labels):
+# each varies one setting over the values in experiments.<experiment>.ablations and certifies the test
+# split with the experiment's certify settings; one table per ablation, one row per value.
+# A value equal to the experiment's own setting reuses its round-0 estimator and certificates.
+
+include: "ablations_common.smk"
+
+
+rule ablation_label:
+    input:
+        ready,
+        classifier=lambda wc: classifier_checkpoint(wc.experiment, 0, wc.sigma),
+        denoiser=denoiser_input,
+    output:
+        "results/{experiment}/ablations/n_label/{value}/labels/shards/sigma{sigma}_shard{shard}.tsv",
+    wildcard_constraints:
+        value=r"[0-9]+",
+    params:
+        data=data_args,
+        sampling=label_sampling_args,
+        alpha=lambda wc: exp(wc)["label"]["alpha"],
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs label {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
+        "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
+        "--threads {threads} --out {output} > {log} 2>&1"
+
+
+rule ablation_estimator:
+    input:
+        ready,
+        labels=lambda wc: ablation_labels(wc.experiment, wc.ablation, wc.value),
+        weights=lambda wc: (
+            [existing(exp(wc)["estimator"]["weights"], "estimator.weights", wc.experiment)]
+            if exp(wc)["estimator"]["weights"] else []
+        ),
+        denoiser=denoiser_input,
+    output:
+        model="results/{experiment}/ablations/{ablation}/{value}/estimator.safetensors",
+        meta="results/{experiment}/ablations/{ablation}/{value}/estimator.json",
+    wildcard_constraints:
+        ablation="|".join(ESTIMATOR_ABLATIONS),
+        value=r"[^/]+",
+    params:
+        data=data_args,
+        labels=lambda wc, input: " ".join(f"--labels {fmt(s)}={p}" for s, p in zip(sigmas(wc.experiment), input.labels)),
+        arch=lambda wc: exp(wc)["estimator"]["arch"],
+        options=lambda wc: shlex.quote(json.dumps(exp(wc)["estimator"]["options"])),
+        weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
+        training=lambda wc: ablation_training_args(wc.experiment, wc.ablation, wc.value),
+        optim=lambda wc: optim_args(exp(wc)["estimator"]["train"]),
+        sigma_e=lambda wc: sigma_e(wc.experiment),
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/ablations/{ablation}/{value}/train_estimator.log",
+    benchmark:
+        "logs/{experiment}/benchmark/ablations/{ablation}/{value}/train_estimator.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
+        "--model-options {params.options} {params.weights} --sigma-e {params.sigma_e} {params.training} "
+        "{params.optim} {params.denoiser} --seed {params.seed} --threads {threads} --out {output.model} > {log} 2>&1"
+
+
+rule ablation_certify:
+    input:
+        ready,
+        estimator=lambda wc: ablation_estimator(wc.experiment, wc.ablation, wc.value),
+        classifiers=lambda wc: [classifier_checkpoint(wc.experiment, 0, s) for s in sigmas(wc.experiment)],
+        denoiser=denoiser_input,
+    output:
+        "results/{experiment}/ablations/{ablation}/{value}/shards/certify_shard{shard}.tsv",
+    wildcard_constraints:
+        ablation="|".join(ABLATIONS),
+        value=r"[^/]+",
+    params:
+        data=data_args,
+        classifiers=lambda wc: classifier_args(wc.experiment, 0),
+        sigma_e=lambda wc: sigma_e(wc.experiment),
+        sampling=lambda wc: sampling_args(wc, "certify"),
+        levels=lambda wc: ablation_levels(wc.experiment, wc.ablation, wc.value),
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/ablations/{ablation}/{value}/certify_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/ablations/{ablation}/{value}/certify_shard{shard}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
+        "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "
+        "--seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+localrules:
+    merge_ablation_shards,
+    ablation_report,
+
+
+rule merge_ablation_shards:
+    input:
+        lambda wc: [
+            f"results/{wc.experiment}/ablations/{wc.folder}/shards/{wc.name}_shard{k}.tsv"
+            for k in range(num_shards(wc.experiment, "labels" if wc.name.startswith("sigma") else "certify"))
+        ],
+    output:
+        "results/{experiment}/ablations/{folder}/{name}.tsv",
+    wildcard_constraints:
+        folder=rf"({'|'.join(ABLATIONS)})/[^/]+(/labels)?",
+        name=r"certify|sigma[0-9]+(\.[0-9]+)?",
+    log:
+        "logs/{experiment}/ablations/{folder}/merge_{name}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/ablations/{folder}/merge_{name}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs merge {input} --out {output} > {log} 2>&1"
+
+
+rule ablation_report:
+    input:
+        lambda wc: [ablation_certificates(wc.experiment, wc.ablation, v) for v in ablation_values(wc.experiment, wc.ablation)],
+    output:
+        table="results/tables/ablations/{experiment}_{ablation}.csv",
+        markdown="results/tables/ablations/{experiment}_{ablation}.md",
+        latex="results/tables/ablations/{experiment}_{ablation}.tex",
+        metrics="results/tables/ablations/{experiment}_{ablation}.json",
+        curves="results/tables/ablations/{experiment}_{ablation}_curve.csv",
+    wildcard_constraints:
+        ablation="|".join(ABLATIONS),
+    params:
+        dual_args=lambda wc, input: " ".join(
+            shlex.quote(f"--dual={ablation_row(wc.ablation, v)}={path}")
+            for v, path in zip(ablation_values(wc.experiment, wc.ablation), input)
+        ),
+        radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),
+    log:
+        "logs/{experiment}/ablations/{ablation}/report.log",
+    benchmark:
+        "logs/{experiment}/benchmark/ablations/{ablation}/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs report {params.dual_args} --radii {params.radii} --table {output.table} > {log} 2>&1"
+
+
+rule ablations:
+    input:
+        ablation_tables(config["default_targets"]),

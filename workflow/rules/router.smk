@@ -1,0 +1,110 @@
+# Routing among expert RS models (Sun et al. 2025, Sec. 4.3): each expert certifies the training set
+# (router labels) and the test set (its row alone); a router is trained like the variance estimator
+# and certified with the expert it picks.
+
+
+rule certify_expert:
+    input:
+        unpack(expert_inputs),
+        ready,
+    output:
+        "results/{experiment}/router/{split}/shards/{expert}_shard{shard}.tsv",
+    wildcard_constraints:
+        split="labels|certify",
+    params:
+        data=data_args,
+        command=lambda wc: "label" if wc.split == "labels" else "certify-global",
+        sampling=expert_sampling_args,
+        alpha=lambda wc: expert_settings(wc)["alpha"],
+        sigma=lambda wc: expert(wc)["sigma"],
+        denoiser=lambda wc, input: f"--denoiser {input.denoiser}" if "denoiser" in input.keys() else "",
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/certify_expert/{split}/{expert}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/certify_expert/{split}/{expert}_shard{shard}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs {params.command} {params.data} --classifier {input.classifier} --sigma {params.sigma} "
+        "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} --threads {threads} "
+        "--out {output} > {log} 2>&1"
+
+
+rule train_router:
+    input:
+        ready,
+        labels=lambda wc: [expert_table(wc.experiment, e, "labels") for e in router_experts(wc.experiment)],
+        denoiser=denoiser_input,
+    output:
+        model="results/{experiment}/models/router.safetensors",
+        meta="results/{experiment}/models/router.json",
+    params:
+        data=data_args,
+        labels=lambda wc, input: " ".join(
+            f"--expert-labels {e['name']}={p}" for e, p in zip(router_experts(wc.experiment), input.labels)
+        ),
+        arch=lambda wc: exp(wc)["estimator"]["arch"],
+        options=lambda wc: shlex.quote(json.dumps(exp(wc)["estimator"]["options"])),
+        optim=lambda wc: optim_args(exp(wc)["estimator"]["train"]),
+        estimator=lambda wc: exp(wc)["estimator"],
+        sigma_e=lambda wc: sigma_e(wc.experiment),
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/train_router.log",
+    benchmark:
+        "logs/{experiment}/benchmark/train_router.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
+        "--model-options {params.options} --sigma-e {params.sigma_e} "
+        "--temperature {params.estimator[temperature]} --lam {params.estimator[lam]} "
+        "--eta {params.estimator[eta]} --copies {params.estimator[copies]} {params.optim} "
+        "{params.denoiser} --seed {params.seed} --threads {threads} --out {output.model} > {log} 2>&1"
+
+
+rule certify_router:
+    input:
+        ready,
+        router="results/{experiment}/models/router.safetensors",
+        experts=lambda wc: [
+            path for e in router_experts(wc.experiment) for path in (e["classifier"], e.get("denoiser")) if path
+        ],
+        denoiser=denoiser_input,
+    output:
+        "results/{experiment}/certify/shards/router_shard{shard}.tsv",
+    params:
+        data=data_args,
+        experts=lambda wc: " ".join(f"--expert {expert_json(e)}" for e in router_experts(wc.experiment)),
+        sigma_e=lambda wc: sigma_e(wc.experiment),
+        sampling=lambda wc: sampling_args(wc, "certify"),
+        levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
+        denoiser=denoiser_arg,
+        seed=config["seed"],
+    log:
+        "logs/{experiment}/certify_router/shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/certify_router/shard{shard}.tsv"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
+    conda:
+        "../envs/dualrs.yaml"
+    shell:
+        "dualrs certify-router {params.data} --router {input.router} {params.experts} "
+        "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "
+        "--seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
