@@ -154,10 +154,11 @@ def _choices(name: str, frame: pd.DataFrame, stem: Path) -> list[Path]:
     left.set(xlabel="true class", ylabel="test inputs", title=f"{name}: choice per class")
     left.legend(fontsize=7)
     certified = frame[frame["predict"] >= 0]
-    right.scatter(certified["r_c"], certified["r_sigma"], s=8, c=certified["sigma"], cmap="viridis")
+    points = right.scatter(certified["r_c"], certified["r_sigma"], s=8, c=certified["sigma"], cmap="viridis")
+    fig.colorbar(points, ax=right, label="σ")
     limit = max(float(certified[["r_c", "r_sigma"]].max().max()), 1e-3) if len(certified) else 1.0
     right.plot([0, limit], [0, limit], "k:", lw=1)
-    right.set(xlabel="R_c (classifier)", ylabel="R_σ (estimator)", title="which radius binds (colour: σ)")
+    right.set(xlabel="R_c (classifier)", ylabel="R_σ (estimator)", title="which radius binds")
     return _save(fig, stem)
 
 

@@ -1,10 +1,6 @@
 """Ablations of round-0 dual RS: hard labels, seeded training subsets, the ablation DAG, one ablation end to end."""
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,23 +11,14 @@ from scipy import stats
 from dualrs import tasks
 from dualrs.cli import main
 from dualrs.data import load_split, prepare_dataset
-from dualrs.tables import read_table, write_table
 from dualrs.labels import hard_labels, soft_labels, training_subset
 from dualrs.report import certified_accuracy
+from dualrs.tables import read_table, write_table
+from pipeline import REPO, snakemake
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny_ablation.yaml"
 TABLES = [f"results/tables/ablations/tiny_{name}.csv" for name in ("lam", "labels", "n_label", "train_fraction",
                                                                    "alpha_beta")]
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(workdir), *args], capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:

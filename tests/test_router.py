@@ -1,7 +1,6 @@
 """Router among expert smoothed classifiers: choice, radii and coverage on models with known p."""
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy.stats import norm

@@ -1,5 +1,4 @@
 """The Snakemake workflow: a whole-DAG run on a tiny config, the paper's DAGs dry-run, config errors."""
-import os
 import shutil
 import subprocess
 import sys
@@ -8,17 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline import REPO, snakemake
+
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(workdir), *args], capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
 
 
 @pytest.fixture
