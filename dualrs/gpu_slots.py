@@ -17,7 +17,6 @@ import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 LOCK_DIR_VARIABLE = "DUALRS_GPU_LOCK_DIR"
 
@@ -27,10 +26,10 @@ class GpuSlot:
     """A held slot: ``index`` is the GPU; the lock lasts until ``release()`` or process exit."""
 
     index: int
-    lock_file: IO[str]
+    lock_fd: int
 
     def release(self) -> None:
-        self.lock_file.close()
+        os.close(self.lock_fd)
 
 
 def lock_dir(environ: MutableMapping[str, str] = os.environ) -> Path:
@@ -44,16 +43,14 @@ def try_claim(num_slots: int, directory: Path) -> GpuSlot | None:
     """The lowest free slot in ``[0, num_slots)``, locked; ``None`` when all are held."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for index in range(num_slots):
-        lock_file = open(directory / f"gpu{index}.lock", "a+")
+        # read-only: any user who can read the lock file can lock it (a shared lock directory)
+        lock_fd = os.open(directory / f"gpu{index}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            lock_file.close()
+            os.close(lock_fd)
             continue
-        lock_file.truncate(0)
-        lock_file.write(f"{os.getpid()}\n")
-        lock_file.flush()
-        return GpuSlot(index, lock_file)
+        return GpuSlot(index, lock_fd)
     return None
 
 

@@ -151,3 +151,14 @@ def test_repro_in_a_fresh_clone(project, tmp_path):
     log = dvc(clone, "repro", env=env)
     assert all(f"Running stage 'experiment@{name}'" in log for name in default_targets())
     assert (clone / "results" / "tables" / f"{default_targets()[0]}.json").is_file()
+
+
+def test_data_dvc_records_the_datasets_prepare_data_writes(project):
+    """`dvc add data` after preparing the digits as the pipeline does leaves data.dvc unchanged."""
+    root, env = project
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    run(root, sys.executable, "-m", "dualrs", "prepare-data", "--dataset", "digits", "--root", "data/digits",
+        "--data-options", json.dumps(config["data"]["digits"]), "--seed", str(config["seed"]))
+    before = (root / "data.dvc").read_text()
+    dvc(root, "add", "data", env=env)
+    assert (root / "data.dvc").read_text() == before
