@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binomtest, norm
+from scipy.stats import norm
 
-from dualrs.smoothing import ABSTAIN, Smooth, check_alpha, check_count
+from dualrs.smoothing import ABSTAIN, Smooth, check_alpha, check_count, clopper_pearson_lower, lower_confidence_bound
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,6 @@ class StageBounds:
     guess: int
     p_lower: float
     p_upper: np.ndarray
-
-
-def clopper_pearson(successes: int, trials: int, alpha: float) -> tuple[float, float]:
-    """One-sided (1 − α) Clopper–Pearson lower and upper bounds (each fails with probability ≤ α)."""
-    interval = binomtest(int(successes), int(trials)).proportion_ci(1 - 2 * alpha, "exact")
-    return float(interval.low), float(interval.high)
 
 
 class CascadeSmooth:
@@ -81,9 +75,9 @@ class CascadeSmooth:
         """p̲ of the n0-guess at α_k/2 and p̄ of every class at α_k/(2C), from n fresh draws."""
         guess = int(stage.sample_counts(x, n0, batch_size, generator).argmax())
         counts = stage.sample_counts(x, n, batch_size, generator)
-        p_lower = clopper_pearson(counts[guess], n, alpha_stage / 2)[0]
-        upper_level = alpha_stage / (2 * self.num_classes)
-        p_upper = np.array([clopper_pearson(c, n, upper_level)[1] for c in counts])
+        p_lower = lower_confidence_bound(counts[guess], n, alpha_stage / 2)
+        # Clopper–Pearson upper bound of p_b = 1 − lower bound of 1 − p_b (the votes for other classes).
+        p_upper = 1.0 - clopper_pearson_lower(n - counts, n, alpha_stage / (2 * self.num_classes))
         return StageBounds(guess, p_lower, p_upper)
 
     def certify(

@@ -4,10 +4,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 
 from closed_form import ConstantClass, FixedDistribution, upper_tolerance
-from dualrs.cascade import CascadeSmooth, clopper_pearson
+from dualrs.cascade import CascadeSmooth
+from dualrs.smoothing import lower_confidence_bound
 
 X = torch.zeros(4)
 
@@ -20,7 +21,7 @@ def test_largest_sigma_runs_first_and_certifies_with_its_share_of_alpha():
     smooth = CascadeSmooth({0.25: ConstantClass(1, 3), 0.5: ConstantClass(2, 3), 1.0: ConstantClass(0, 3)}, 3)
     cert = smooth.certify(X, n0=10, n=100, alpha=0.003, batch_size=64)
     assert (cert.prediction, cert.sigma, cert.stage) == (0, 1.0, 0)
-    lower = clopper_pearson(100, 100, 0.003 / 3 / 2)[0]
+    lower = lower_confidence_bound(100, 100, 0.003 / 3 / 2)
     assert cert.radius == pytest.approx(1.0 * norm.ppf(lower), rel=1e-12)
 
 
@@ -106,3 +107,14 @@ def test_coverage_rate_of_overstated_certificates_is_at_most_alpha(stage_probs):
             misses += cert.prediction != true_class or cert.radius > radius + 1e-12
     assert certified > trials // 10, "the test needs certificates to check"
     assert misses <= upper_tolerance(trials, alpha)
+
+
+
+def test_stage_bounds_are_clopper_pearson_at_the_stage_shares_of_alpha():
+    """p̲ of the guess at α_k/2 and p̄ of every class at α_k/(2C), against scipy's exact interval."""
+    smooth = CascadeSmooth({1.0: ConstantClass(1, 3)}, 3)
+    bounds = smooth.stage_bounds(smooth.stages[0], X, 10, 400, 0.01, 400, None)
+    upper_zero = binomtest(0, 400).proportion_ci(1 - 2 * 0.01 / 6, "exact").high
+    assert bounds.guess == 1
+    assert bounds.p_lower == pytest.approx(binomtest(400, 400).proportion_ci(1 - 2 * 0.01 / 2, "exact").low)
+    np.testing.assert_allclose(bounds.p_upper, [upper_zero, 1.0, upper_zero], rtol=1e-10)
