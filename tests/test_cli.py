@@ -1,8 +1,11 @@
 """The command line: one clear error for bad input before any work; certificates resume without loss."""
+import warnings
+
 import pandas as pd
 import pytest
 import torch
 
+from dualrs import tasks
 from dualrs.cli import main
 from dualrs.data import prepare_dataset
 from dualrs.io import save_checkpoint
@@ -55,17 +58,30 @@ def test_unprepared_data_is_reported_before_work(setup, tmp_path):
         main(_certify_args(tmp_path, checkpoint, tmp_path / "x.tsv"))
 
 
-def test_interrupted_certification_resumes_to_identical_certificates(setup):
+def test_interrupted_certification_resumes_to_identical_certificates(setup, monkeypatch):
     root, checkpoint = setup
     full = root / "full.tsv"
     main(_certify_args(root, checkpoint, full))
     expected = pd.read_csv(full, sep="\t")
     assert len(expected) == 9  # 540 test samples, every 60th
 
+    calls, sample_generator = [], tasks.sample_generator
+
+    def interrupt_at_sixth(*args):
+        calls.append(args)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return sample_generator(*args)
+
     resumed = root / "resumed.tsv"
-    lines = full.read_text().splitlines()
-    resumed.with_name("resumed.tsv.partial").write_text("\n".join(lines[:5]) + "\n" + lines[5][:7])
-    main(_certify_args(root, checkpoint, resumed, **{"--batch-size": 32}))
+    monkeypatch.setattr(tasks, "sample_generator", interrupt_at_sixth)
+    with pytest.raises(KeyboardInterrupt):
+        main(_certify_args(root, checkpoint, resumed))
+    monkeypatch.undo()
+    assert len(resumed.with_name("resumed.tsv.partial").read_text().splitlines()) == 1 + 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # resuming, not starting over
+        main(_certify_args(root, checkpoint, resumed, **{"--batch-size": 32}))
     got = pd.read_csv(resumed, sep="\t")
     cols = ["idx", "label", "predict", "radius", "correct"]
     pd.testing.assert_frame_equal(got[cols], expected[cols])
