@@ -10,11 +10,13 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from pathlib import Path
 
 from dualrs import gpu_slots
 from dualrs.tables import concat_tables
+
+K = TypeVar("K", float, str)
 
 if TYPE_CHECKING:
     from dualrs import tasks
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sequential sampling: stop once the certificate is settled (same guarantee)")
     sub.add_argument("--out", type=Path, required=True)
     sub.set_defaults(run=lambda a: _tasks().certify_dual(
-        _data(a), a.estimator, _by_sigma(a.classifier), a.sigma_e, a.denoiser, _sampling(a), a.alpha, a.beta,
+        _data(a), a.estimator, _unique(a.classifier, "sigma"), a.sigma_e, a.denoiser, _sampling(a), a.alpha, a.beta,
         a.out, a.device, a.adaptive))
 
     sub = command("certify-cascade", "cascaded RS from the largest sigma down (Jeong & Shin 2023)", sampling=True,
@@ -192,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--threshold", type=float, default=0.5, help="p0: a stage is confident when p_A >= p0")
     sub.add_argument("--out", type=Path, required=True)
     sub.set_defaults(run=lambda a: _tasks().certify_cascade(
-        _data(a), _by_sigma(a.classifier), a.denoiser, _sampling(a), a.alpha, a.threshold, a.out, a.device))
+        _data(a), _unique(a.classifier, "sigma"), a.denoiser, _sampling(a), a.alpha, a.threshold, a.out, a.device))
 
     sub = command("certify-router", "route among expert RS models on the test split (Sec. 4.3)", sampling=True,
                   denoiser=True)
@@ -227,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train on this seeded fraction of the labelled inputs")
     sub.add_argument("--out", type=Path, required=True)
     sub.set_defaults(run=lambda a: _tasks().train_estimator_model(
-        _data(a), _by_sigma(a.labels) if a.labels else _by_name(a.expert_labels), a.out, a.arch, a.model_options,
-        a.sigma_e, a.temperature, a.lam, a.eta,
-        a.copies, _optim(a), a.seed, a.denoiser, a.device, a.weights, a.hard_labels, a.train_fraction))
+        _data(a), _unique(a.labels, "sigma") if a.labels else _unique(a.expert_labels, "expert"), a.out, a.arch,
+        a.model_options, a.sigma_e, a.temperature, a.lam, a.eta, a.copies, _optim(a), a.seed, a.denoiser, a.device,
+        a.weights, a.hard_labels, a.train_fraction))
 
     sub = command("route", "route every training input to the estimator's majority-vote sigma", denoiser=True)
     sub.add_argument("--estimator", type=existing_file, required=True)
@@ -274,21 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CSV path; .md, .tex, .json and _curve.csv written beside it")
     sub.add_argument("--figures", type=Path, default=None, help="figure folder (none: no figures)")
     sub.set_defaults(run=lambda a: _report_experiment(
-        _by_sigma(a.global_tables), _by_name(a.method), _by_name(a.dual), a.radii, a.table, a.figures, a.title))
+        _unique(a.global_tables, "sigma"), _unique(a.method, "row name"), _unique(a.dual, "row name"), a.radii,
+        a.table, a.figures, a.title))
     return parser
 
 
-def _by_sigma(pairs: Sequence[tuple[float, Path]]) -> dict[float, Path]:
+def _unique(pairs: Sequence[tuple[K, Path]], what: str) -> dict[K, Path]:
+    """``KEY=PATH`` pairs as a mapping; a key given twice is an error naming ``what`` it is."""
     mapping = dict(pairs)
     if len(mapping) != len(pairs):
-        raise SystemExit(f"dualrs: error: a sigma is given twice in {[f'{s}={p}' for s, p in pairs]}")
-    return mapping
-
-
-def _by_name(pairs: Sequence[tuple[str, Path]]) -> dict[str, Path]:
-    mapping = dict(pairs)
-    if len(mapping) != len(pairs):
-        raise SystemExit(f"dualrs: error: a row name is given twice in {[f'{n}={p}' for n, p in pairs]}")
+        raise SystemExit(f"dualrs: error: a {what} is given twice in {[f'{k}={p}' for k, p in pairs]}")
     return mapping
 
 

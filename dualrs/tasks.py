@@ -185,7 +185,7 @@ def certify_dual(
     _certify_split(data.split("test"), sampling, "certify-dual", row, out, DUAL_COLUMNS, device,
                    {"data": vars(data), "estimator": file_digest(estimator), "sigma_e": sigma_e, "alpha": alpha,
                     "beta": beta, "denoiser": denoiser, "adaptive": adaptive,
-                    "classifiers": {str(s): file_digest(path) for s, path in sorted(classifiers.items())}})
+                    "classifiers": digests(classifiers)})
 
 
 def certify_cascade(
@@ -206,7 +206,7 @@ def certify_cascade(
 
     _certify_split(data.split("test"), sampling, "certify-cascade", row, out, CASCADE_COLUMNS, device,
                    {"data": vars(data), "alpha": alpha, "threshold": threshold, "denoiser": denoiser,
-                    "classifiers": {str(s): file_digest(path) for s, path in sorted(classifiers.items())}})
+                    "classifiers": digests(classifiers)})
 
 
 @dataclass(frozen=True)
@@ -234,9 +234,13 @@ def certify_router(
     info = data.info()
     check_checkpoint(router_meta, router, len(experts), info.input_shape[0], f"a router over experts {names}")
     loaded, num_classes = load_classifiers([e.classifier for e in experts], device, data)
-    models = [Expert(e.name, e.sigma, Denoisers(e.denoiser, device).wrap(loaded[Path(e.classifier)], e.sigma))
-              for e in experts]
-    routed = Router(Denoisers(denoiser, device).wrap(router_model, sigma_e), models, sigma_e, num_classes)
+    denoisers: dict[Path | None, Denoisers] = {}  # one UNet per denoiser directory, shared across sigmas
+
+    def wrap(model: nn.Module, sigma: float, path: Path | None) -> nn.Module:
+        return denoisers.setdefault(path, Denoisers(path, device)).wrap(model, sigma)
+
+    models = [Expert(e.name, e.sigma, wrap(loaded[Path(e.classifier)], e.sigma, e.denoiser)) for e in experts]
+    routed = Router(wrap(router_model, sigma_e, denoiser), models, sigma_e, num_classes)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         cert = routed.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator)
@@ -247,6 +251,11 @@ def certify_router(
                    {"data": vars(data), "router": file_digest(router), "sigma_e": sigma_e, "alpha": alpha,
                     "beta": beta, "denoiser": denoiser,
                     "experts": [{**vars(e), "classifier": file_digest(e.classifier)} for e in experts]})
+
+
+def digests(checkpoints: Mapping[float, Path]) -> dict[str, str]:
+    """SHA-256 of each σ's checkpoint, for the settings a resumed table must match."""
+    return {str(s): file_digest(path) for s, path in sorted(checkpoints.items())}
 
 
 def load_classifiers(

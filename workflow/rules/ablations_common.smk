@@ -70,10 +70,7 @@ def ablation_labels(name, ablation, value):
 
 def label_sampling_args(wildcards):
     """The experiment's label settings and this job's shard, with n = the ablated value."""
-    cfg = exp(wildcards)
-    settings = cfg["label"]
-    return (f"--n0 {settings['n0']} --n {wildcards.value} --batch-size {cfg['batch_size']} "
-            f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']}")
+    return sampling_flags(wildcards, exp(wildcards)["label"], n=wildcards.value)
 
 
 def ablation_estimator(name, ablation, value):
@@ -101,7 +98,8 @@ def ablation_training_args(name, ablation, value):
     """train-estimator options that differ from the experiment's estimator."""
     estimator = EXPERIMENTS[name]["estimator"]
     lam = value if ablation == "lam" else estimator["lam"]
-    args = f"--temperature {estimator['temperature']} --lam {lam} --eta {estimator['eta']} --copies {estimator['copies']}"
+    args = (f"--temperature {estimator['temperature']} --lam {lam} --eta {estimator['eta']} "
+            f"--copies {estimator['copies']}")
     if ablation == "labels" and value == "hard":
         args += " --hard-labels"
     if ablation == "train_fraction":

@@ -117,7 +117,7 @@ def check_experiment(name, cfg):
         raise WorkflowError(f"{where}.iterations is {cfg['iterations']}, which needs a `finetune` block")
     spellings = {}
     for sigma in cfg["sigmas"]:
-        spelling = f"{float(sigma):g}"  # as fmt() writes it in paths
+        spelling = fmt(sigma)
         if spelling in spellings:
             raise WorkflowError(f"{where}.sigmas: {spellings[spelling]} and {sigma} are the same sigma in file "
                                 f"names (sigma{spelling}); use values that differ in 6 significant digits")
@@ -144,16 +144,16 @@ def warn_capped_radii(name, cfg):
                    f"(certify n = {n}, beta = {beta:g}), while sigma = {largest:g} alone can certify up to {alone:.3g}")
 
 
+def fmt(sigma):
+    """Canonical spelling of a sigma in paths: 0.25, 0.5, 1."""
+    return f"{float(sigma):g}"
+
+
 for _name, _cfg in EXPERIMENTS.items():
     check_experiment(_name, _cfg)
 for _name in config["default_targets"]:
     if _name not in EXPERIMENTS:
         raise WorkflowError(f"config: default_targets names {_name!r}, which is not in experiments")
-
-
-def fmt(sigma):
-    """Canonical spelling of a sigma in paths: 0.25, 0.5, 1."""
-    return f"{float(sigma):g}"
 
 
 def exp(wildcards):
@@ -241,16 +241,20 @@ def num_shards(name, stage):
     """Shard count of a merge_shards stage (labels/it<k>, router/labels, certify/..., router/certify)."""
     cfg = EXPERIMENTS[name]
     if stage == "router/labels":
-        return (cfg["router"].get("label") or cfg["label"])["shards"]
+        return router_label(name)["shards"]
     return cfg["label" if stage.startswith("labels") else "certify"]["shards"]
+
+
+def sampling_flags(wildcards, settings, n=None):
+    """CLI Monte Carlo flags of a sampling block (n0, n, every, shards; ``n`` overrides its n) and this
+    job's shard."""
+    return (f"--n0 {settings['n0']} --n {n or settings['n']} --batch-size {exp(wildcards)['batch_size']} "
+            f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']}")
 
 
 def sampling_args(wildcards, stage):
     """CLI Monte Carlo settings of ``stage`` (label / certify) and this job's shard."""
-    cfg = exp(wildcards)
-    settings = cfg[stage]
-    return (f"--n0 {settings['n0']} --n {settings['n']} --batch-size {cfg['batch_size']} "
-            f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']}")
+    return sampling_flags(wildcards, exp(wildcards)[stage])
 
 
 def dual_names(name):
@@ -314,18 +318,18 @@ def expert_json(spec):
     return shlex.quote(json.dumps(fields))
 
 
+def router_label(name):
+    """Sampling of the experts' training labels: router.label, else the experiment's label block."""
+    return EXPERIMENTS[name]["router"].get("label") or EXPERIMENTS[name]["label"]
+
+
 def expert_settings(wildcards):
-    """Monte Carlo settings of an expert's job: router.label (else label) on the training split, certify on test."""
-    cfg = exp(wildcards)
-    if wildcards.split == "labels":
-        return cfg["router"].get("label") or cfg["label"]
-    return cfg["certify"]
+    """Monte Carlo settings of an expert's job: router_label on the training split, certify on test."""
+    return router_label(wildcards.experiment) if wildcards.split == "labels" else exp(wildcards)["certify"]
 
 
 def expert_sampling_args(wildcards):
-    settings, cfg = expert_settings(wildcards), exp(wildcards)
-    return (f"--n0 {settings['n0']} --n {settings['n']} --batch-size {cfg['batch_size']} "
-            f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']}")
+    return sampling_flags(wildcards, expert_settings(wildcards))
 
 
 def global_twin(name, spec):
