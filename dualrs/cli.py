@@ -10,13 +10,16 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 from pathlib import Path
 
-from dualrs import gpu_slots
+from dualrs import gpu_slots, runlog
 from dualrs.tables import concat_tables
 
 K = TypeVar("K", float, str)
+#: Names of :data:`dualrs.convert.PRESETS` (listed here so that the parser does not import torch).
+DENOISER_PRESETS = ("256x256_diffusion_uncond", "cifar10_uncond_50M_500K")
 
 if TYPE_CHECKING:
     from dualrs import tasks
@@ -86,6 +89,14 @@ def name_path(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def name_sigma(text: str) -> tuple[str, float]:
+    """``NAME=SIGMA``."""
+    name, sep, sigma = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=SIGMA, got {text!r}")
+    return name, positive_float(sigma)
+
+
 def expert_spec(text: str) -> dict:
     """``{"name": ..., "sigma": ..., "classifier": CHECKPOINT, "denoiser": DIR or null}``."""
     spec = json_object(text)
@@ -98,10 +109,23 @@ def expert_spec(text: str) -> dict:
             "classifier": existing_file(spec["classifier"]), "denoiser": existing_dir(denoiser) if denoiser else None}
 
 
+def json_object_or_file(text: str) -> dict:
+    """A JSON object, inline or in the file ``text`` names."""
+    path = Path(text)
+    return json_object(path.read_text() if path.is_file() else text)
+
+
 def existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"file not found: {text}")
+    return path
+
+
+def existing_path(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"file or directory not found: {text}")
     return path
 
 
@@ -112,14 +136,25 @@ def existing_dir(text: str) -> Path:
     return path
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each optional flag's default (required flags and None defaults have none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualrs", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {runlog.package_version('dualrs')}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     parser_class=partial(argparse.ArgumentParser, formatter_class=HelpFormatter))
 
     def command(name: str, help: str, *, data: bool = True, sampling: bool = False, optim: bool = False,
                 denoiser: bool = False) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--seed", type=int, default=0, help="random seed")
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         sub.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
         if data:
@@ -127,19 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--root", type=Path, required=True, help="folder written by prepare-data")
             sub.add_argument("--data-options", type=json_object, default={}, help="JSON object")
         if sampling:
-            sub.add_argument("--n0", type=positive_int, required=True)
-            sub.add_argument("--n", type=positive_int, required=True)
-            sub.add_argument("--batch-size", type=positive_int, required=True)
+            sub.add_argument("--n0", type=positive_int, required=True, help="noise draws to select the top class")
+            sub.add_argument("--n", type=positive_int, required=True, help="noise draws to bound its probability")
+            sub.add_argument("--batch-size", type=positive_int, required=True, help="noisy copies per forward pass")
             sub.add_argument("--every", type=positive_int, default=1, help="certify every k-th sample")
-            sub.add_argument("--shard", type=int, default=0)
-            sub.add_argument("--num-shards", type=positive_int, default=1)
+            sub.add_argument("--shard", type=int, default=0, help="this shard's index")
+            sub.add_argument("--num-shards", type=positive_int, default=1, help="number of shards")
         if optim:
-            sub.add_argument("--epochs", type=positive_int, required=True)
+            sub.add_argument("--epochs", type=positive_int, required=True, help="training epochs")
             sub.add_argument("--batch-size" if not sampling else "--train-batch-size", dest="train_batch_size",
-                             type=positive_int, required=True)
-            sub.add_argument("--lr", type=positive_float, required=True)
-            sub.add_argument("--weight-decay", type=nonnegative_float, default=0.0)
-            sub.add_argument("--num-workers", type=int, default=0)
+                             type=positive_int, required=True, help="training batch size")
+            sub.add_argument("--lr", type=positive_float, required=True, help="initial learning rate")
+            sub.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="weight decay")
+            sub.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+            sub.add_argument("--optimizer", choices=("adam", "adamw"), default="adam",
+                             help="adamw: decoupled weight decay")
+            sub.add_argument("--milestones", type=positive_int, nargs="*", default=[],
+                             help="epochs at which the learning rate is multiplied by --gamma (default: cosine decay)")
+            sub.add_argument("--gamma", type=positive_float, default=0.5, help="learning-rate factor at each milestone")
         if denoiser:
             sub.add_argument("--denoiser", type=existing_dir, default=None,
                              help="diffusers UNet directory: denoised smoothing when given")
@@ -149,40 +189,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(run=lambda a: _tasks().prepare_data(_data(a), a.seed))
 
     sub = command("train-denoiser", "train a small DDPM on the training split (Ho et al. 2020)")
-    sub.add_argument("--steps", type=positive_int, required=True)
-    sub.add_argument("--batch-size", type=positive_int, required=True)
-    sub.add_argument("--lr", type=positive_float, required=True)
-    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--steps", type=positive_int, required=True, help="training steps")
+    sub.add_argument("--batch-size", type=positive_int, required=True, help="images per step")
+    sub.add_argument("--lr", type=positive_float, required=True, help="AdamW learning rate")
+    sub.add_argument("--out", type=Path, required=True, help="denoiser directory to write")
     sub.set_defaults(run=lambda a: _tasks().train_denoiser(
         _data(a), a.out, a.steps, a.batch_size, a.lr, a.seed, a.device))
 
     sub = command("train-classifier", "train a classifier under Gaussian noise σ", optim=True)
-    sub.add_argument("--arch", required=True)
-    sub.add_argument("--model-options", type=json_object, default={})
+    sub.add_argument("--arch", required=True, help="model architecture (dualrs.models)")
+    sub.add_argument("--model-options", type=json_object, default={}, help="JSON object of architecture options")
     sub.add_argument("--sigma", type=nonnegative_float, required=True, help="training noise (0: clean)")
-    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().train_classifier_model(
         _data(a), a.out, a.arch, a.model_options, a.sigma, _optim(a), a.seed, a.device))
 
     for name, split, help in (("label", "train", "certify training samples under one σ (estimator labels)"),
-                              ("certify-global", "test", "standard RS at one global σ on the test split")):
+                              ("certify-global", "test", "standard RS at one global σ on the test split (Cohen et al. 2019): "
+                               "certifies any dualrs classifier checkpoint")):
         sub = command(name, help, sampling=True, denoiser=True)
-        sub.add_argument("--classifier", type=existing_file, required=True)
-        sub.add_argument("--sigma", type=positive_float, required=True)
-        sub.add_argument("--alpha", type=level, required=True)
-        sub.add_argument("--out", type=Path, required=True)
+        sub.add_argument("--classifier", type=existing_file, required=True, help="classifier checkpoint")
+        sub.add_argument("--sigma", type=positive_float, required=True, help="noise level sigma")
+        sub.add_argument("--alpha", type=level, required=True, help="failure probability of the classifier's bound")
+        sub.add_argument("--out", type=Path, required=True, help="file to write")
         sub.set_defaults(run=lambda a, split=split: _tasks().certify_smoothed(
             _data(a), split, a.classifier, a.sigma, a.denoiser, _sampling(a), a.alpha, a.out, a.device))
 
     sub = command("certify-dual", "dual RS on the test split (Theorem 4.2)", sampling=True, denoiser=True)
-    sub.add_argument("--estimator", type=existing_file, required=True)
+    sub.add_argument("--estimator", type=existing_file, required=True, help="estimator checkpoint")
     sub.add_argument("--classifier", type=sigma_path, action="append", required=True, help="SIGMA=CHECKPOINT")
-    sub.add_argument("--sigma-e", type=positive_float, required=True)
-    sub.add_argument("--alpha", type=level, required=True)
-    sub.add_argument("--beta", type=level, required=True)
+    sub.add_argument("--sigma-e", type=positive_float, required=True, help="noise level sigma_e of the estimator")
+    sub.add_argument("--alpha", type=level, required=True, help="failure probability of the classifier's bound")
+    sub.add_argument("--beta", type=level, required=True, help="failure probability of the estimator's bound")
     sub.add_argument("--adaptive", action="store_true",
                      help="sequential sampling: stop once the certificate is settled (same guarantee)")
-    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().certify_dual(
         _data(a), a.estimator, _unique(a.classifier, "sigma"), a.sigma_e, a.denoiser, _sampling(a), a.alpha, a.beta,
         a.out, a.device, a.adaptive))
@@ -190,21 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("certify-cascade", "cascaded RS from the largest sigma down (Jeong & Shin 2023)", sampling=True,
                   denoiser=True)
     sub.add_argument("--classifier", type=sigma_path, action="append", required=True, help="SIGMA=CHECKPOINT")
-    sub.add_argument("--alpha", type=level, required=True, help="split evenly over the stages")
+    sub.add_argument("--alpha", type=level, required=True,
+                     help="published: stage k (from 0) spends alpha/(k+1); union_bound: split evenly over the stages")
     sub.add_argument("--threshold", type=float, default=0.5, help="p0: a stage is confident when p_A >= p0")
-    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--variant", choices=["published", "union_bound"], default="published",
+                     help="published: Jeong & Shin's procedure (certify.py of their code; levels alpha/(k+1), "
+                          "Goodman bounds, undecided only on the guess; no guarantee at level alpha); "
+                          "union_bound: every bound at an even share of alpha, valid at level alpha")
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().certify_cascade(
-        _data(a), _unique(a.classifier, "sigma"), a.denoiser, _sampling(a), a.alpha, a.threshold, a.out, a.device))
+        _data(a), _unique(a.classifier, "sigma"), a.denoiser, _sampling(a), a.alpha, a.threshold, a.out, a.device,
+        a.variant))
 
     sub = command("certify-router", "route among expert RS models on the test split (Sec. 4.3)", sampling=True,
                   denoiser=True)
     sub.add_argument("--router", type=existing_file, required=True, help="estimator checkpoint over the experts")
     sub.add_argument("--expert", type=expert_spec, action="append", required=True,
                      help='JSON {"name", "sigma", "classifier", "denoiser"}, in the router\'s class order')
-    sub.add_argument("--sigma-e", type=positive_float, required=True)
-    sub.add_argument("--alpha", type=level, required=True)
-    sub.add_argument("--beta", type=level, required=True)
-    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--sigma-e", type=positive_float, required=True, help="noise level sigma_e of the estimator")
+    sub.add_argument("--alpha", type=level, required=True, help="failure probability of the classifier's bound")
+    sub.add_argument("--beta", type=level, required=True, help="failure probability of the estimator's bound")
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().certify_router(
         _data(a), a.router, [_tasks().ExpertSpec(**spec) for spec in a.expert], a.sigma_e, a.denoiser,
         _sampling(a), a.alpha, a.beta, a.out, a.device))
@@ -215,52 +262,59 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("--labels", type=sigma_path, action="append", help="SIGMA=TSV, one per σ")
     candidates.add_argument("--expert-labels", type=name_path, action="append",
                             help="NAME=TSV, one per expert in class order: train a router")
-    sub.add_argument("--arch", required=True)
-    sub.add_argument("--model-options", type=json_object, default={})
-    sub.add_argument("--sigma-e", type=positive_float, required=True)
-    sub.add_argument("--temperature", type=positive_float, required=True)
-    sub.add_argument("--lam", type=nonnegative_float, default=40.0)
-    sub.add_argument("--eta", type=nonnegative_float, default=0.5)
-    sub.add_argument("--copies", type=positive_int, default=2)
+    sub.add_argument("--arch", required=True, help="model architecture (dualrs.models)")
+    sub.add_argument("--model-options", type=json_object, default={}, help="JSON object of architecture options")
+    sub.add_argument("--sigma-e", type=positive_float, required=True, help="noise level sigma_e of the estimator")
+    sub.add_argument("--temperature", type=positive_float, default=None,
+                     help="targets softmax(radii/temperature); default: the plain softmax of the radii (Sec. 5)")
+    sub.add_argument("--radius-weight", choices=["strong", "weak", "none"], default="strong",
+                     help="weight w_r of the consistency term: the radius under the largest (strong) or smallest "
+                          "(weak) candidate sigma, or 1 (none); see dualrs.labels.radius_weights")
+    sub.add_argument("--class-weight", choices=["both", "ce", "none"], default="both",
+                     help="where the class-balance weight w_e applies: the soft CE and the consistency term "
+                          "(both, the paper's loss, Sec. 5.1), the soft CE only (ce), or nowhere (none)")
+    sub.add_argument("--expert-sigma", type=name_sigma, action="append",
+                     help="NAME=SIGMA, the noise level of each expert of --expert-labels (needed by a radius weight)")
+    sub.add_argument("--lam", type=nonnegative_float, default=40.0, help="consistency weight lambda")
+    sub.add_argument("--eta", type=nonnegative_float, default=0.5, help="entropy weight eta")
+    sub.add_argument("--copies", type=positive_int, default=2, help="noisy copies per input")
     sub.add_argument("--weights", type=existing_file, default=None, help="timm checkpoint initialising the backbone")
     sub.add_argument("--hard-labels", action="store_true",
                      help="train towards the one-hot argmax of the radii instead of softmax(radii/temperature)")
     sub.add_argument("--train-fraction", type=fraction, default=1.0,
                      help="train on this seeded fraction of the labelled inputs")
-    sub.add_argument("--out", type=Path, required=True)
-    sub.set_defaults(run=lambda a: _tasks().train_estimator_model(
-        _data(a), _unique(a.labels, "sigma") if a.labels else _unique(a.expert_labels, "expert"), a.out, a.arch,
-        a.model_options, a.sigma_e, a.temperature, a.lam, a.eta, a.copies, _optim(a), a.seed, a.denoiser, a.device,
-        a.weights, a.hard_labels, a.train_fraction))
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
+    sub.set_defaults(run=_train_estimator)
 
     sub = command("route", "route every training input to the estimator's majority-vote sigma", denoiser=True)
-    sub.add_argument("--estimator", type=existing_file, required=True)
-    sub.add_argument("--sigma-e", type=positive_float, required=True)
+    sub.add_argument("--estimator", type=existing_file, required=True, help="estimator checkpoint")
+    sub.add_argument("--sigma-e", type=positive_float, required=True, help="noise level sigma_e of the estimator")
     sub.add_argument("--n", type=positive_int, required=True, help="noise draws per vote")
-    sub.add_argument("--batch-size", type=positive_int, required=True)
-    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--batch-size", type=positive_int, required=True, help="noisy copies per forward pass")
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().route_training_set(
         _data(a), a.estimator, a.sigma_e, a.n, a.batch_size, a.seed, a.denoiser, a.out, a.device))
 
     sub = command("finetune", "finetune the classifier for one sigma on the inputs routed to it (or, without "
                   "--sigma, one shared classifier on every input at its routed sigma)", optim=True, denoiser=True)
-    sub.add_argument("--classifier", type=existing_file, required=True)
-    sub.add_argument("--sigma", type=positive_float, default=None)
+    sub.add_argument("--classifier", type=existing_file, required=True, help="classifier checkpoint")
+    sub.add_argument("--sigma", type=positive_float, default=None, help="the expert's sigma")
     sub.add_argument("--routes", type=existing_file, required=True, help="TSV written by `dualrs route`")
-    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().finetune_classifier(
         _data(a), a.classifier, a.sigma, a.routes, _optim(a), a.seed, a.denoiser, a.out, a.device))
 
-    sub = command("fetch-pretrained", "store off-the-shelf timm weights as a dualrs checkpoint")
-    sub.add_argument("--arch", required=True)
-    sub.add_argument("--model-options", type=json_object, default={})
-    sub.add_argument("--weights", type=existing_file, required=True)
-    sub.add_argument("--out", type=Path, required=True)
+    sub = command("fetch-pretrained", "store off-the-shelf classifier weights as a dualrs checkpoint")
+    sub.add_argument("--arch", required=True, help="model architecture (dualrs.models): timm/<name> or hf/<class>")
+    sub.add_argument("--model-options", type=json_object, default={}, help="JSON object of architecture options")
+    sub.add_argument("--weights", type=existing_path, required=True,
+                     help="timm checkpoint file, or Hugging Face model folder for hf/<class>")
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().fetch_pretrained(_data(a), a.arch, a.model_options, a.weights, a.out))
 
     sub = command("merge", "concatenate shard tables sorted by idx", data=False)
-    sub.add_argument("inputs", type=existing_file, nargs="+")
-    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("inputs", type=existing_file, nargs="+", help="shard TSVs")
+    sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: concat_tables(a.inputs, a.out))
 
     sub = command("report", "certified-accuracy table and figures", data=False)
@@ -270,14 +324,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="NAME=TSV: another row (cascade, an expert alone)")
     sub.add_argument("--dual", type=name_path, action="append", default=[],
                      help="NAME=TSV: a routed row (dual RS, router) with the sigma chosen per input")
-    sub.add_argument("--radii", type=nonnegative_float, nargs="+", required=True)
-    sub.add_argument("--title", default="")
+    sub.add_argument("--radii", type=nonnegative_float, nargs="+", required=True, help="radii of the table's columns")
+    sub.add_argument("--title", default="", help="figure title")
     sub.add_argument("--table", type=Path, required=True,
-                     help="CSV path; .md, .tex, .json and _curve.csv written beside it")
+                     help="CSV path; .md, .tex, .json, _curve.csv and (with --global) _headroom.csv/.md "
+                          "written beside it")
     sub.add_argument("--figures", type=Path, default=None, help="figure folder (none: no figures)")
+    sub.add_argument("--published", metavar="EXPERIMENT", default=None,
+                     help="compare with the paper's numbers for EXPERIMENT (dualrs/published_numbers.yaml): "
+                          "_vs_paper.csv/.md beside the table and, with --figures, vs_paper.png/.pdf")
     sub.set_defaults(run=lambda a: _report_experiment(
         _unique(a.global_tables, "sigma"), _unique(a.method, "row name"), _unique(a.dual, "row name"), a.radii,
-        a.table, a.figures, a.title))
+        a.table, a.figures, a.title, a.published))
+    sub = commands.add_parser(
+        "convert-denoiser", help="convert an improved-/guided-diffusion checkpoint to a denoiser directory",
+        description="Write an openai improved-diffusion or guided-diffusion checkpoint (a torch.save'd state "
+                    "dict) as a directory that --denoiser loads: diffusers UNet2DModel, DDPM scheduler and the "
+                    "timestep conditioning (t*1000/T for rescale_timesteps).")
+    sub.add_argument("--checkpoint", type=existing_file, required=True,
+                     help="original .pt state dict, e.g. cifar10_uncond_50M_500K.pt")
+    flags = sub.add_mutually_exclusive_group(required=True)
+    flags.add_argument("--preset", choices=DENOISER_PRESETS,
+                       help="flags of the published checkpoint of this name (dualrs.convert.PRESETS)")
+    flags.add_argument("--flags", type=json_object_or_file,
+                       help="the original scripts' flags as a JSON object or a .json file (image_size, "
+                            "num_channels, num_res_blocks, attention_resolutions, diffusion_steps, noise_schedule, "
+                            "rescale_timesteps, learn_sigma, ...)")
+    sub.add_argument("--out", type=Path, required=True, help="denoiser directory to write (replaced atomically)")
+    sub.set_defaults(run=_convert_denoiser)
     return parser
 
 
@@ -289,11 +363,35 @@ def _unique(pairs: Sequence[tuple[K, Path]], what: str) -> dict[K, Path]:
     return mapping
 
 
+def _train_estimator(a: argparse.Namespace) -> None:
+    """``train-estimator``: σ labels, or expert labels with their σ's when a radius weight needs them."""
+    if a.labels and a.expert_sigma:
+        raise SystemExit("dualrs: error: --expert-sigma goes with --expert-labels")
+    if a.expert_labels and not a.expert_sigma and a.radius_weight != "none":
+        raise SystemExit(f"dualrs: error: --radius-weight {a.radius_weight} needs --expert-sigma NAME=SIGMA for "
+                         "every expert (or --radius-weight none)")
+    labels = _unique(a.labels, "sigma") if a.labels else _unique(a.expert_labels, "expert")
+    expert_sigmas = dict(a.expert_sigma) if a.expert_sigma else None
+    if expert_sigmas is not None and set(expert_sigmas) != set(labels):
+        raise SystemExit(f"dualrs: error: --expert-sigma names {sorted(expert_sigmas)}, but the experts are "
+                         f"{sorted(labels)}")
+    _tasks().train_estimator_model(
+        _data(a), labels, a.out, a.arch, a.model_options, a.sigma_e, a.temperature, a.lam, a.eta, a.copies,
+        _optim(a), a.seed, a.denoiser, a.device, a.weights, a.hard_labels, a.train_fraction, a.radius_weight,
+        expert_sigmas, a.class_weight)
+
+
 def _tasks():
     """:mod:`dualrs.tasks`, imported when a command runs: it loads torch, which merge and report do not need."""
     from dualrs import tasks
 
     return tasks
+
+
+def _convert_denoiser(a: argparse.Namespace) -> None:
+    from dualrs.convert import PRESETS, convert_openai_checkpoint
+
+    convert_openai_checkpoint(a.checkpoint, PRESETS[a.preset] if a.preset else a.flags, a.out)
 
 
 def _report_experiment(*args) -> None:
@@ -315,16 +413,23 @@ def _sampling(a: argparse.Namespace) -> tasks.Sampling:
 def _optim(a: argparse.Namespace) -> Optim:
     from dualrs.train import Optim
 
-    return Optim(a.epochs, a.train_batch_size, a.lr, a.weight_decay, a.num_workers)
+    return Optim(a.epochs, a.train_batch_size, a.lr, a.weight_decay, a.num_workers, a.optimizer,
+                 tuple(a.milestones), a.gamma)
 
 
 # Commands that never run a model on ``--device``; every other one, with ``--device`` auto or cuda,
 # claims a free GPU before CUDA initialises (dualrs.gpu_slots).
-HOST_COMMANDS = frozenset({"prepare-data", "fetch-pretrained", "merge", "report"})
+HOST_COMMANDS = frozenset({"prepare-data", "fetch-pretrained", "merge", "report", "convert-denoiser"})
+
+
+# Argument types that read an input: the header of a command's log gives each one's SHA-256.
+INPUT_TYPES = (existing_file, existing_dir, sigma_path, name_path, expert_spec)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     gpu_slot = None
     if args.command not in HOST_COMMANDS:
         import torch
@@ -333,8 +438,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             torch.set_num_threads(args.threads)
         if args.device in ("auto", "cuda"):
             gpu_slot = gpu_slots.pin_gpu(torch.cuda.device_count())
+    device = None if args.command in HOST_COMMANDS else runlog.device_description(args.device)
     try:
-        args.run(args)
+        with runlog.logged(runlog.header(argv, args, runlog.input_paths(parser, args, INPUT_TYPES), device)):
+            args.run(args)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"dualrs {args.command}: error: {error}")
     finally:

@@ -17,8 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import tarfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -58,7 +61,7 @@ class DatasetSpec:
     prepare: Callable[[Path, int, Any], None]
     load: Callable[[Path, str, Any], Dataset]
     splits: Callable[[Any], tuple[str, ...]] = lambda opts: SPLITS
-    check_sources: Callable[[Any], None] = lambda opts: None  # raises if a folder it reads from is missing
+    check_sources: Callable[[Path, Any], None] = lambda root, opts: None  # raises if what it reads is missing
 
 
 def _check_positive_ints(opts: Any, names: Sequence[str]) -> None:
@@ -94,17 +97,22 @@ class LabeledTensorDataset(TensorDataset):
 
 @dataclass(frozen=True)
 class DigitsOptions:
-    """Options of ``digits`` (scikit-learn's 8x8 handwritten digits)."""
+    """Options of ``digits`` (scikit-learn's 8x8 handwritten digits); ``resolution`` > 8 upsamples
+    them bilinearly when loaded (the same prepared files serve every resolution)."""
 
     test_fraction: float = field(default=0.3, metadata=_ON_DISK)
+    resolution: int = 8
 
     def __post_init__(self) -> None:
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"option 'test_fraction' must be in (0, 1), got {self.test_fraction!r}")
+        _check_positive_ints(self, ["resolution"])
+        if self.resolution < 8:
+            raise ValueError(f"option 'resolution' must be at least 8 (the digits' own), got {self.resolution!r}")
 
 
 def _digits_info(opts: DigitsOptions) -> DatasetInfo:
-    return DatasetInfo(num_classes=10, input_shape=(1, 8, 8))
+    return DatasetInfo(num_classes=10, input_shape=(1, opts.resolution, opts.resolution))
 
 
 def _prepare_digits(root: Path, seed: int, opts: DigitsOptions) -> None:
@@ -121,7 +129,11 @@ def _prepare_digits(root: Path, seed: int, opts: DigitsOptions) -> None:
 
 def _load_digits(root: Path, split: str, opts: DigitsOptions) -> Dataset:
     with np.load(root / f"{split}.npz") as arrays:
-        return LabeledTensorDataset(torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"]))
+        x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+    if opts.resolution != x.shape[-1]:
+        size = (opts.resolution, opts.resolution)
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+    return LabeledTensorDataset(x, y)
 
 
 # -------------------------------------------------------------------- cifar10
@@ -142,32 +154,55 @@ def _cifar10_info(opts: Cifar10Options) -> DatasetInfo:
     return DatasetInfo(num_classes=10, input_shape=(3, 32, 32))
 
 
-def _cifar10_missing(root: Path, opts: Cifar10Options, cause: Exception) -> FileNotFoundError:
-    """The one error users see when CIFAR-10 is neither present nor downloadable."""
+def _cifar10_problems(root: Path) -> list[str]:
+    """What is missing or corrupted (md5) in ``root/cifar-10-batches-py``; empty when it is complete."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+
+    folder = root / CIFAR10.base_folder
+    if not folder.is_dir():
+        return [f"no folder {folder}"]
+    expected = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+    missing = [name for name, _ in expected if not (folder / name).is_file()]
+    corrupted = [name for name, md5 in expected if name not in missing and not check_integrity(folder / name, md5)]
+    return ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"corrupted (md5 mismatch) {', '.join(corrupted)}"] if corrupted else [])
+
+
+def _cifar10_error(root: Path, problems: list[str], how: str) -> FileNotFoundError:
+    """The one error users see when CIFAR-10 is neither complete at ``root`` nor downloadable."""
     from torchvision.datasets import CIFAR10
 
     folder = root / CIFAR10.base_folder
-    how = (
-        f"downloading it failed ({cause})"
-        if opts.download
-        else "downloading is disabled (data.cifar10.download: false)"
-    )
     return FileNotFoundError(
-        f"CIFAR-10 not found or corrupted at {folder} and {how}. Expected the python version "
-        f"there: {folder}/data_batch_1 .. data_batch_5, test_batch, batches.meta. "
-        "Download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
-        f"and extract it into {root}, or set data.cifar10.download: true where there is network."
+        f"CIFAR-10 is not complete at {folder} ({'; '.join(problems)}) and {how}. Place the python version "
+        f"there: download {CIFAR10.url} (see https://www.cs.toronto.edu/~kriz/cifar.html) and run "
+        f"`tar -xzf cifar-10-python.tar.gz -C {root}`, which creates {folder} with data_batch_1 .. data_batch_5, "
+        "test_batch and batches.meta; or set data.cifar10.download: true on a machine with network."
     )
+
+
+def _check_cifar10(root: Path, opts: Cifar10Options) -> None:
+    """Without download, refuse a missing or partial batches folder before anything is written."""
+    problems = _cifar10_problems(root)
+    if problems and not opts.download:
+        raise _cifar10_error(root, problems, "downloading is disabled (data.cifar10.download: false)")
 
 
 def _prepare_cifar10(root: Path, seed: int, opts: Cifar10Options) -> None:
-    """Use the extracted batches at ``root`` (md5-checked), downloading them if allowed."""
+    """Use the extracted, md5-checked batches at ``root``, downloading them (torchvision) if incomplete."""
     from torchvision.datasets import CIFAR10
 
+    problems = _cifar10_problems(root)
+    if not problems:
+        return
     try:
-        CIFAR10(root, train=False, download=opts.download)
-    except (OSError, RuntimeError) as exc:
-        raise _cifar10_missing(root, opts, exc) from exc
+        CIFAR10(root, train=False, download=True)
+    except (OSError, RuntimeError) as error:
+        raise _cifar10_error(root, problems, f"downloading it failed: {error}") from None
+    problems = _cifar10_problems(root)
+    if problems:
+        raise _cifar10_error(root, problems, "the downloaded archive did not complete it")
 
 
 def _load_cifar10(root: Path, split: str, opts: Cifar10Options) -> Dataset:
@@ -185,19 +220,23 @@ def _load_cifar10(root: Path, split: str, opts: Cifar10Options) -> Dataset:
 
 @dataclass(frozen=True)
 class ImageNetOptions:
-    """Options of ``imagenet``: local ImageFolder trees, subsampled every k-th image."""
+    """Options of ``imagenet``, subsampled every k-th image: the validation images ``source``, either in one
+    folder per class (wnid) or flat as the official ``ILSVRC2012_img_val.tar`` extracts, labelled then by
+    ``devkit`` (``ILSVRC2012_devkit_t12.tar.gz`` or the folder it extracts to); training images
+    ``train_source`` in class folders."""
 
     source: str | None = field(default=None, metadata=_ON_DISK)
     every: int = field(default=100, metadata=_ON_DISK)
     train_source: str | None = field(default=None, metadata=_ON_DISK)
     train_every: int = field(default=100, metadata=_ON_DISK)
+    devkit: str | None = field(default=None, metadata=_ON_DISK)
     resize: int = 256
     crop: int = 256
     num_classes: int = 1000
 
     def __post_init__(self) -> None:
         _check_positive_ints(self, ["every", "train_every", "resize", "crop", "num_classes"])
-        for name in ("source", "train_source"):
+        for name in ("source", "train_source", "devkit"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, str(Path(value).expanduser().resolve()))
@@ -212,7 +251,7 @@ def _imagenet_splits(opts: ImageNetOptions) -> tuple[str, ...]:
 
 
 def _check_folder(source: str | None, key: str) -> None:
-    """A missing ImageFolder root is one error naming the path and config key."""
+    """A missing ImageNet folder is one error naming the path and config key."""
     if source is None:
         raise ValueError(f"imagenet needs option {key!r} (config key data.imagenet.{key})")
     if not Path(source).is_dir():
@@ -222,10 +261,78 @@ def _check_folder(source: str | None, key: str) -> None:
         )
 
 
-def _check_imagenet_sources(opts: ImageNetOptions) -> None:
+def _has_class_folders(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return any(entry.is_dir() for entry in entries)
+
+
+_DEVKIT_URL = "https://image-net.org/challenges/LSVRC/2012/2012-downloads.php"
+
+
+def _check_imagenet_sources(root: Path, opts: ImageNetOptions) -> None:
     _check_folder(opts.source, "source")
+    if opts.devkit is not None and not Path(opts.devkit).exists():
+        raise FileNotFoundError(f"ImageNet devkit {opts.devkit} does not exist (config key data.imagenet.devkit)")
+    if opts.devkit is None and not _has_class_folders(opts.source):
+        raise FileNotFoundError(
+            f"ImageNet folder {opts.source} (config key data.imagenet.source) has no class folders: it holds the "
+            "images directly, as the official ILSVRC2012_img_val.tar extracts (ILSVRC2012_val_00000001.JPEG ...). "
+            "Set data.imagenet.devkit to ILSVRC2012_devkit_t12.tar.gz (or the folder it extracts to; from "
+            f"{_DEVKIT_URL}), whose data/ILSVRC2012_validation_ground_truth.txt labels them, or sort them into "
+            "one folder per wnid"
+        )
     if opts.train_source is not None:
         _check_folder(opts.train_source, "train_source")
+        if not _has_class_folders(opts.train_source):
+            raise FileNotFoundError(f"ImageNet folder {opts.train_source} (config key data.imagenet.train_source) "
+                                    "has no class folders; it must hold one subfolder of images per class (wnid)")
+
+
+def _devkit_file(devkit: Path, name: str) -> bytes:
+    """``name`` (e.g. ``data/meta.mat``) of the devkit archive or of the folder it extracts to."""
+    if devkit.is_dir() and (devkit / name).is_file():
+        return (devkit / name).read_bytes()
+    if devkit.is_file():
+        with tarfile.open(devkit) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and (member.name == name or member.name.endswith(f"/{name}")):
+                    return tar.extractfile(member).read()
+    raise FileNotFoundError(f"ImageNet devkit {devkit} (config key data.imagenet.devkit) has no {name}; it must be "
+                            "ILSVRC2012_devkit_t12.tar.gz or the folder ILSVRC2012_devkit_t12 it extracts to")
+
+
+def _devkit_labels(devkit: Path) -> tuple[list[str], list[str]]:
+    """The devkit's classes (leaf synsets of data/meta.mat) as sorted wnids, the order of class folders and of
+    classifiers' outputs, and each validation image's wnid (data/ILSVRC2012_validation_ground_truth.txt, whose
+    line i holds the ILSVRC2012_ID of ILSVRC2012_val_i); parsed as torchvision's ``parse_devkit_archive``."""
+    from scipy.io import loadmat
+
+    synsets = loadmat(io.BytesIO(_devkit_file(devkit, "data/meta.mat")), squeeze_me=True)["synsets"]
+    leaves = {int(synset[0]): str(synset[1]) for synset in synsets if int(synset[4]) == 0}
+    truth = _devkit_file(devkit, "data/ILSVRC2012_validation_ground_truth.txt").decode().split()
+    return sorted(leaves.values()), [leaves[int(i)] for i in truth]
+
+
+_VAL_IMAGE = re.compile(r"ILSVRC2012_val_(\d+)\.JPEG", re.IGNORECASE)
+
+
+def _flat_val_samples(source: str, devkit: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """Classes and ``(path, label)`` of the flat official validation folder, in the order of class folders
+    (by class, then file name) so that ``every`` picks the same images from either layout."""
+    wnids, val_wnids = _devkit_labels(Path(devkit))
+    label = {wnid: k for k, wnid in enumerate(wnids)}
+    samples = []
+    for path in Path(source).iterdir():
+        match = _VAL_IMAGE.fullmatch(path.name)
+        if match is None:
+            continue
+        number = int(match[1])
+        if not 1 <= number <= len(val_wnids):
+            raise ValueError(f"{path} has no label in the devkit {devkit} (it labels images 1 .. {len(val_wnids)})")
+        samples.append((str(path), label[val_wnids[number - 1]]))
+    if not samples:
+        raise FileNotFoundError(f"ImageNet folder {source} holds no ILSVRC2012_val_*.JPEG images")
+    return wnids, sorted(samples, key=lambda sample: (sample[1], sample[0]))
 
 
 def _image_folder(source: str | None, key: str) -> ImageFolder:
@@ -234,6 +341,20 @@ def _image_folder(source: str | None, key: str) -> ImageFolder:
 
     _check_folder(source, key)
     return ImageFolder(source)
+
+
+def _imagenet_test(opts: ImageNetOptions) -> tuple[list[str], list[tuple[str, int]]]:
+    """Classes (wnids) and samples of ``source``: its class folders, else the flat layout labelled by the devkit."""
+    if _has_class_folders(opts.source):
+        folder = _image_folder(opts.source, "source")
+        classes, samples = folder.classes, folder.samples
+        where = f"{opts.source} has {len(classes)} class folders"
+    else:
+        classes, samples = _flat_val_samples(opts.source, opts.devkit)
+        where = f"the devkit {opts.devkit} has {len(classes)} classes"
+    if len(classes) != opts.num_classes:
+        raise ValueError(f"{where} but num_classes is {opts.num_classes} (config key data.imagenet.num_classes)")
+    return classes, samples
 
 
 def _write_tsv(path: Path, samples: Sequence[tuple[str, int]]) -> None:
@@ -247,20 +368,15 @@ def _write_tsv(path: Path, samples: Sequence[tuple[str, int]]) -> None:
 
 def _prepare_imagenet(root: Path, seed: int, opts: ImageNetOptions) -> None:
     """Write ``classes.txt``, ``test.tsv`` and (with ``train_source``) ``train.tsv``."""
-    test = _image_folder(opts.source, "source")
-    if len(test.classes) != opts.num_classes:
-        raise ValueError(
-            f"{opts.source} has {len(test.classes)} class folders but num_classes is "
-            f"{opts.num_classes} (config key data.imagenet.num_classes)"
-        )
-    _atomic_write_text(root / "classes.txt", "".join(f"{c}\n" for c in test.classes))
-    _write_tsv(root / "test.tsv", test.samples[:: opts.every])
+    classes, samples = _imagenet_test(opts)
+    _atomic_write_text(root / "classes.txt", "".join(f"{c}\n" for c in classes))
+    _write_tsv(root / "test.tsv", samples[:: opts.every])
     if opts.train_source is None:
         (root / "train.tsv").unlink(missing_ok=True)
         return
     train = _image_folder(opts.train_source, "train_source")
-    if train.classes != test.classes:
-        raise ValueError(f"class folders of {opts.train_source} differ from those of {opts.source}")
+    if train.classes != classes:
+        raise ValueError(f"class folders of {opts.train_source} differ from the classes of {opts.source}")
     _write_tsv(root / "train.tsv", train.samples[:: opts.train_every])
 
 
@@ -299,7 +415,8 @@ def _load_imagenet(root: Path, split: str, opts: ImageNetOptions) -> Dataset:
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(DigitsOptions, _digits_info, _prepare_digits, _load_digits),
-    "cifar10": DatasetSpec(Cifar10Options, _cifar10_info, _prepare_cifar10, _load_cifar10),
+    "cifar10": DatasetSpec(Cifar10Options, _cifar10_info, _prepare_cifar10, _load_cifar10,
+                           check_sources=_check_cifar10),
     "imagenet": DatasetSpec(
         ImageNetOptions, _imagenet_info, _prepare_imagenet, _load_imagenet, _imagenet_splits,
         _check_imagenet_sources,
@@ -332,18 +449,20 @@ def prepare_dataset(name: str, root: Path, *, seed: int, **options: Any) -> None
 
     Deterministic given ``seed`` and the options (only ``digits`` uses the seed),
     so running it again is harmless; every file is written atomically and READY
-    is removed first, so an interrupted run never looks finished.
+    is removed first, so an interrupted run never looks finished. The manifest
+    records the options that change the files written (``on_disk``) and nothing
+    else, so an option applied when loading never changes the prepared data.
     """
     spec, opts = _resolve(name, options)
-    spec.check_sources(opts)
     root = Path(root)
+    spec.check_sources(root, opts)
     root.mkdir(parents=True, exist_ok=True)
     (root / READY).unlink(missing_ok=True)
     spec.prepare(root, seed, opts)
     manifest = {
         "name": name,
         "seed": seed,
-        "options": asdict(opts),
+        "options": {f.name: getattr(opts, f.name) for f in fields(opts) if f.metadata.get("on_disk")},
         "num_items": {split: len(spec.load(root, split, opts)) for split in spec.splits(opts)},
     }
     _atomic_write_text(root / READY, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -18,18 +18,22 @@ added by the smoothing procedure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-from tqdm.auto import tqdm
+
+from dualrs.progress import progress as progress_bar
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+CONDITIONING_FILE = "conditioning.json"
 
 
 def timestep_for_sigma(alphas_cumprod: torch.Tensor, sigma: float) -> int:
@@ -51,6 +55,36 @@ def timestep_for_sigma(alphas_cumprod: torch.Tensor, sigma: float) -> int:
     return int(hits[0, 0])
 
 
+class TimestepScaledUNet(torch.nn.Module):
+    """A UNet handed ``t · scale`` instead of the timestep index ``t``.
+
+    improved-diffusion trains with ``rescale_timesteps=True``: ``GaussianDiffusion._scale_timesteps``
+    (``gaussian_diffusion.py``) hands the network ``t · 1000 / T`` as float32, so the 4000-step
+    CIFAR-10 model of Nichol & Dhariwal (2021) sees ``t / 4`` (Carlini et al. 2023 use it as is).
+    """
+
+    def __init__(self, unet: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        self.unet = unet
+        self.scale = float(scale)
+
+    def forward(self, sample: torch.Tensor, timestep: int) -> Any:
+        t = torch.tensor(float(timestep), dtype=torch.float32, device=sample.device) * self.scale
+        return self.unet(sample, t)
+
+
+def set_attention_heads(unet: torch.nn.Module, heads: Mapping[str, int]) -> None:
+    """Give the named attention modules their number of heads (the head dim becomes ``C / heads``).
+
+    ``UNet2DModel`` has one ``attention_head_dim``; an original model with a fixed head count
+    (``num_heads`` in improved-/guided-diffusion ``unet.py``) has a different head dim per width.
+    """
+    for name, count in heads.items():
+        attn = unet.get_submodule(name)
+        attn.heads = attn.sliceable_head_dim = int(count)
+        attn.scale = (attn.inner_dim // attn.heads) ** -0.5
+
+
 class DiffusionDenoiser(torch.nn.Module):
     """One-shot DDPM denoiser for inputs ``x + δ`` in ``[0, 1]`` image space.
 
@@ -63,7 +97,9 @@ class DiffusionDenoiser(torch.nn.Module):
 
     ``x̂0`` is clipped to ``[-1, 1]`` and returned as ``(x̂0 + 1) / 2``. For learned-variance
     UNets (``2C`` output channels for ``C`` input channels) the first ``C`` channels are used.
-    On CUDA the UNet runs under float16 autocast unless ``autocast=False``.
+    The UNet is handed the timestep index ``t``; wrap it in :class:`TimestepScaledUNet` when it
+    was trained on rescaled timesteps. On CUDA the UNet runs under float16 autocast unless
+    ``autocast=False``.
     """
 
     alphas_cumprod: torch.Tensor
@@ -91,9 +127,14 @@ class DiffusionDenoiser(torch.nn.Module):
 
     def forward(self, x_noisy: torch.Tensor) -> torch.Tensor:
         """Map ``x + δ`` (shape ``(N, C, H, W)``, ``[0, 1]`` scale) to ``x̂0`` in ``[0, 1]``."""
+        x_t = self.alphas_cumprod[self.timestep].sqrt() * (2.0 * x_noisy.float() - 1.0)
+        x0 = self.predict_x0(x_t)
+        return ((x0.clamp(-1.0, 1.0) + 1.0) / 2.0).to(x_noisy.dtype)
+
+    def predict_x0(self, x_t: torch.Tensor) -> torch.Tensor:
+        """Unclipped ``x̂0`` in ``[-1, 1]`` scale from ``x_t`` at ``self.timestep`` (one UNet call)."""
         abar = self.alphas_cumprod[self.timestep]
         sqrt_abar, sqrt_one_minus_abar = abar.sqrt(), (1.0 - abar).sqrt()
-        x_t = sqrt_abar * (2.0 * x_noisy.float() - 1.0)
         use_amp = self.autocast and x_t.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             out = self.unet(x_t, self.timestep).sample
@@ -104,7 +145,7 @@ class DiffusionDenoiser(torch.nn.Module):
             x0 = out
         else:
             x0 = sqrt_abar * x_t - sqrt_one_minus_abar * out
-        return ((x0.clamp(-1.0, 1.0) + 1.0) / 2.0).to(x_noisy.dtype)
+        return x0
 
     def train(self, mode: bool = True) -> DiffusionDenoiser:
         """The denoiser is frozen: it stays in eval mode when a model around it is trained."""
@@ -118,7 +159,9 @@ class DiffusionDenoiser(torch.nn.Module):
         written by ``DDPMPipeline.save_pretrained`` or :func:`save_denoiser`), or a UNet
         directory (``config.json`` + weights) with a ``scheduler/`` subfolder or a
         ``scheduler_config.json``. ``ᾱ`` and the default ``prediction_type`` come from the
-        scheduler; ``kw`` is passed to the constructor.
+        scheduler; ``kw`` is passed to the constructor. An optional ``conditioning.json`` (written
+        by :func:`dualrs.convert.convert_openai_checkpoint`) holds ``timestep_scale`` (absent: 1)
+        and per-module ``attention_heads``.
         """
         root = Path(path)
         if not root.is_dir():
@@ -136,8 +179,18 @@ class DiffusionDenoiser(torch.nn.Module):
             )
         unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(str(sched_dir), local_files_only=True)
+        conditioning = read_conditioning(root)
+        set_attention_heads(unet, conditioning.get("attention_heads", {}))
+        scale = float(conditioning.get("timestep_scale", 1.0))
+        network = unet if scale == 1.0 else TimestepScaledUNet(unet, scale)
         kw.setdefault("prediction_type", scheduler.config.prediction_type)
-        return cls(unet, scheduler.alphas_cumprod, sigma, **kw)
+        return cls(network, scheduler.alphas_cumprod, sigma, **kw)
+
+
+def read_conditioning(root: Path) -> dict[str, Any]:
+    """The ``conditioning.json`` of a denoiser directory, or ``{}`` when there is none."""
+    path = root / CONDITIONING_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def build_digits_unet(sample_size: int = 8, channels: int = 1) -> UNet2DModel:
@@ -195,7 +248,7 @@ def train_ddpm(
     lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     generator = torch.Generator(device=device).manual_seed(seed)
     data = images.float() * 2.0 - 1.0
-    bar = tqdm(range(steps), disable=not progress, desc="train ddpm")
+    bar = progress_bar(range(steps), "train ddpm", disable=not progress)
     for _ in bar:
         x0 = data[torch.randint(len(data), (batch_size,), generator=generator, device=device)]
         noise = torch.randn(x0.shape, generator=generator, device=device)
@@ -209,10 +262,16 @@ def train_ddpm(
     return unet.eval(), scheduler
 
 
-def save_denoiser(unet: UNet2DModel, scheduler: DDPMScheduler, path: str | os.PathLike[str]) -> None:
+def save_denoiser(
+    unet: UNet2DModel,
+    scheduler: DDPMScheduler,
+    path: str | os.PathLike[str],
+    conditioning: Mapping[str, Any] | None = None,
+) -> None:
     """Atomically write a ``DDPMPipeline`` directory loadable by :meth:`DiffusionDenoiser.from_pretrained`.
 
-    The pipeline is saved into a temporary sibling directory and renamed onto ``path``; an
+    ``conditioning``, when given, is written as ``conditioning.json`` beside the pipeline. The
+    pipeline is saved into a temporary sibling directory and renamed onto ``path``; an
     existing ``path`` is replaced only once the new directory is complete.
     """
     target = Path(path)
@@ -220,6 +279,8 @@ def save_denoiser(unet: UNet2DModel, scheduler: DDPMScheduler, path: str | os.Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(tmp))
+        if conditioning is not None:
+            (tmp / CONDITIONING_FILE).write_text(json.dumps(conditioning, indent=2) + "\n")
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / target.name)

@@ -1,15 +1,19 @@
-"""Training targets for the variance estimator (Sun et al. 2025, Sec. 5.1).
+"""Training targets and per-sample weights of the variance estimator (Sun et al. 2025, Sec. 5 and App.).
 
-Each training sample i is certified under every candidate σ_k with n_label samples, giving radii
-r_ik (0 when the smoothed classifier abstains or is wrong). The soft target is
-q_i = softmax(r_i / τ) over the candidates (or, as an ablation, the one-hot argmax_k r_ik), and the
-loss is reweighted so that every candidate, counted by argmax_k r_ik, has equal total weight.
+Each training sample i is certified under every candidate σ_k (or expert k) with n_label samples,
+giving radii r_ik (0 when the smoothed classifier abstains or is wrong). Samples with r_ik = 0 for
+every k are dropped; the rest are trained with the loss
+
+    L = mean_i w_e(i) · ( softCE(q_i, f(x_i)) + w_r(i) · L_con(x_i) ),
+
+with the target q_i = softmax(r_i) (plain softmax of the radii, Sec. 5; a temperature τ, softmax(r_i/τ),
+and the one-hot argmax_k r_ik are ablations), the class-balance weight w_e and the radius weight w_r.
 """
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -18,6 +22,8 @@ from scipy.special import softmax
 from dualrs.tables import read_table
 
 K = TypeVar("K", bound=Hashable)
+RadiusWeight = Literal["strong", "weak", "none"]
+RADIUS_WEIGHTS: tuple[RadiusWeight, ...] = ("strong", "weak", "none")
 
 
 def radius_matrix(label_tables: Mapping[K, Path | str]) -> tuple[np.ndarray, np.ndarray, list[K]]:
@@ -33,8 +39,12 @@ def radius_matrix(label_tables: Mapping[K, Path | str]) -> tuple[np.ndarray, np.
     return idx.to_numpy(), radii, keys
 
 
-def soft_labels(radii: np.ndarray, temperature: float) -> np.ndarray:
-    """q_ik = exp(r_ik/τ) / Σ_j exp(r_ij/τ): rows sum to one, larger radius ⇒ larger mass."""
+def soft_labels(radii: np.ndarray, temperature: float | None = None) -> np.ndarray:
+    """q_ik = exp(r_ik/τ) / Σ_j exp(r_ij/τ): rows sum to one, larger radius ⇒ larger mass.
+
+    ``temperature`` None is the paper's target, the plain softmax of the radii (τ = 1, Sec. 5)."""
+    if temperature is None:
+        return softmax(np.asarray(radii, dtype=np.float64), axis=1)
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature!r}")
     return softmax(np.asarray(radii, dtype=np.float64) / temperature, axis=1)
@@ -56,20 +66,52 @@ def training_subset(num_samples: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(num_samples, size=size, replace=False))
 
 
-def class_balance_weights(radii: np.ndarray) -> np.ndarray:
-    """w_i = N / (K · N_{k(i)}) with k(i) = argmax_k r_ik, so each candidate's total weight is N/K.
+def informative_rows(radii: np.ndarray) -> np.ndarray:
+    """Mask of the samples certified under at least one candidate (max_k r_ik > 0); the paper drops
+    the others from the estimator's training set (Sec. 5): they say nothing about the best σ."""
+    return np.asarray(radii).max(axis=1) > 0
 
-    Samples certified under no σ (all radii 0) carry no information about the best σ and get 0.
+
+def class_balance_weights(radii: np.ndarray) -> np.ndarray:
+    """w_e(i) = 1 / q_{k(i)}, with k(i) = argmax_k r_ik and q_k = N_k / N the share of samples whose
+    best candidate is k (Sun et al. 2025, Sec. 5): each best candidate gets total weight N.
+
+    Samples certified under no candidate get 0 (they are dropped before training, see
+    :func:`informative_rows`); ties go to the first candidate, as in :func:`hard_labels`.
     """
     radii = np.asarray(radii)
-    informative = radii.max(axis=1) > 0
-    best = radii.argmax(axis=1)
-    counts = np.bincount(best[informative], minlength=radii.shape[1]).astype(np.float64)
-    present = counts > 0
+    informative = informative_rows(radii)
+    best = radii.argmax(axis=1)[informative]
+    counts = np.bincount(best, minlength=radii.shape[1]).astype(np.float64)
     weights = np.zeros(len(radii))
-    scale = informative.sum() / present.sum() if present.any() else 0.0
-    weights[informative] = scale / counts[best[informative]]
+    weights[informative] = informative.sum() / counts[best]
     return weights
+
+
+def radius_weights(radii: np.ndarray, sigmas: Sequence[float], form: RadiusWeight) -> np.ndarray:
+    """w_r(i), the weight of sample i's consistency term, from the radii under the extreme candidates.
+
+    - ``strong``: w_r(i) = max_{k: σ_k = σ_max} r_ik, the radius under the largest candidate σ
+      (used on CIFAR-10 in the paper);
+    - ``weak``: w_r(i) = max_{k: σ_k = σ_min} r_ik, the radius under the smallest candidate σ
+      (used on ImageNet in the paper);
+    - ``none``: w_r(i) = 1.
+
+    The paper (Sun et al. 2025, Sec. 5 and its appendix) defines a strong and a weak w_r from the radii
+    under the largest and the smallest candidate variance; its exact formula could not be consulted, so
+    these two forms are a stand-in built from that description, not the paper's verified definition.
+    ``sigmas`` holds the σ of each column (an expert's σ for a router).
+    """
+    radii = np.asarray(radii, dtype=np.float64)
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    if sigmas.shape != (radii.shape[1],):
+        raise ValueError(f"need one sigma per candidate ({radii.shape[1]}), got {len(sigmas)}")
+    if form == "none":
+        return np.ones(len(radii))
+    if form not in RADIUS_WEIGHTS:
+        raise ValueError(f"radius weight must be one of {RADIUS_WEIGHTS}, got {form!r}")
+    extreme = sigmas.max() if form == "strong" else sigmas.min()
+    return radii[:, np.isclose(sigmas, extreme)].max(axis=1)
 
 
 def label_summary(radii: np.ndarray, candidates: list) -> pd.DataFrame:

@@ -4,6 +4,8 @@ The CLI (``dualrs <command>``) parses arguments into these calls; Snakemake rule
 """
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,21 +17,22 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Subset
-from tqdm.auto import tqdm
 
 from dualrs import data as datasets
-from dualrs.cascade import CascadeSmooth
+from dualrs.cascade import CascadeSmooth, Variant
 from dualrs.dual import DualSmooth
 from dualrs.io import load_checkpoint, save_checkpoint
-from dualrs.labels import (class_balance_weights, hard_labels, label_summary, radius_matrix, soft_labels,
-                           training_subset)
-from dualrs.models import create_model
+from dualrs.labels import (RadiusWeight, class_balance_weights, hard_labels, informative_rows, label_summary,
+                           radius_matrix, radius_weights, soft_labels, training_subset)
+from dualrs.models import checkpoint_kwargs, create_model
+from dualrs.progress import progress
 from dualrs.router import Expert, Router
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth
 from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTER_COLUMNS, file_digest,
                            read_table, resumable_table, write_table)
-from dualrs.train import Optim, route, train_classifier, train_classifier_at_routed_sigmas, train_estimator
+from dualrs.train import (ClassWeight, Optim, route, train_classifier, train_classifier_at_routed_sigmas,
+                          train_estimator)
 from dualrs.validation import check_checkpoint
 
 
@@ -75,7 +78,11 @@ def select_indices(num_items: int, every: int, shard: int, num_shards: int) -> l
 
 
 def prepare_data(data: DataRef, seed: int) -> None:
+    """Write the dataset under ``data.root`` and log what was written."""
     datasets.prepare_dataset(data.name, data.root, seed=seed, **data.options)
+    sizes = json.loads((Path(data.root) / datasets.READY).read_text())["num_items"]
+    splits = ", ".join(f"{split} {count} items" for split, count in sizes.items())
+    print(f"prepare-data: wrote {data.name} to {data.root}: {splits}", file=sys.stderr)
 
 
 class Denoisers:
@@ -137,15 +144,22 @@ def certify_smoothed(
     info = data.info()
     check_checkpoint(meta, classifier, info.num_classes, info.input_shape[0], f"a classifier of dataset {data.name!r}")
     smooth = Smooth(Denoisers(denoiser, device).wrap(model, sigma), meta["num_classes"], sigma)
+    stage, columns = ("label", LABEL_COLUMNS) if split == "train" else ("certify", GLOBAL_COLUMNS)
+    certify_split(data.split(split), sampling, stage, smoothed_row(smooth, sampling, alpha), out, columns, device,
+                  {"data": vars(data), "classifier": file_digest(classifier), "sigma": sigma, "alpha": alpha,
+                   "denoiser": denoiser})
+
+
+def smoothed_row(
+    smooth: Smooth, sampling: Sampling, alpha: float,
+) -> Callable[[torch.Tensor, torch.Generator], dict[str, Any]]:
+    """CERTIFY's row for one input: predict count pA_lower radius."""
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         bound = smooth.certify_bound(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
         return {"predict": bound.prediction, "count": bound.count, "pA_lower": bound.p_lower, "radius": bound.radius}
 
-    stage, columns = ("label", LABEL_COLUMNS) if split == "train" else ("certify", GLOBAL_COLUMNS)
-    _certify_split(data.split(split), sampling, stage, row, out, columns, device,
-                   {"data": vars(data), "classifier": file_digest(classifier), "sigma": sigma, "alpha": alpha,
-                    "denoiser": denoiser})
+    return row
 
 
 def load_dual(
@@ -182,31 +196,31 @@ def certify_dual(
         return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius,
                 "r_sigma": cert.r_sigma, "r_c": cert.r_c}
 
-    _certify_split(data.split("test"), sampling, "certify-dual", row, out, DUAL_COLUMNS, device,
-                   {"data": vars(data), "estimator": file_digest(estimator), "sigma_e": sigma_e, "alpha": alpha,
-                    "beta": beta, "denoiser": denoiser, "adaptive": adaptive,
-                    "classifiers": digests(classifiers)})
+    certify_split(data.split("test"), sampling, "certify-dual", row, out, DUAL_COLUMNS, device,
+                  {"data": vars(data), "estimator": file_digest(estimator), "sigma_e": sigma_e, "alpha": alpha,
+                   "beta": beta, "denoiser": denoiser, "adaptive": adaptive,
+                   "classifiers": digests(classifiers)})
 
 
 def certify_cascade(
     data: DataRef, classifiers: Mapping[float, Path], denoiser: Path | None, sampling: Sampling, alpha: float,
-    threshold: float, out: Path, device: str,
+    threshold: float, out: Path, device: str, variant: Variant = "published",
 ) -> None:
-    """Cascaded smoothing from the largest σ down (Jeong & Shin 2023) on the test split:
-    idx label predict sigma radius stage correct time."""
+    """Cascaded smoothing from the largest σ down (Jeong & Shin 2023), as ``variant`` (see
+    :mod:`dualrs.cascade`), on the test split: idx label predict sigma radius stage correct time."""
     device = resolve_device(device)
     denoisers = Denoisers(denoiser, device)
     models, num_classes = load_classifiers(classifiers.values(), device, data)
     bases = {s: denoisers.wrap(models[Path(p)], s) for s, p in classifiers.items()}
-    cascade = CascadeSmooth(bases, num_classes, threshold)
+    cascade = CascadeSmooth(bases, num_classes, threshold, variant)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         cert = cascade.certify(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
         return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius, "stage": cert.stage}
 
-    _certify_split(data.split("test"), sampling, "certify-cascade", row, out, CASCADE_COLUMNS, device,
-                   {"data": vars(data), "alpha": alpha, "threshold": threshold, "denoiser": denoiser,
-                    "classifiers": digests(classifiers)})
+    certify_split(data.split("test"), sampling, "certify-cascade", row, out, CASCADE_COLUMNS, device,
+                  {"data": vars(data), "alpha": alpha, "threshold": threshold, "variant": variant,
+                   "denoiser": denoiser, "classifiers": digests(classifiers)})
 
 
 @dataclass(frozen=True)
@@ -247,10 +261,10 @@ def certify_router(
         return {"predict": cert.prediction, "expert": cert.expert, "sigma": cert.sigma, "radius": cert.radius,
                 "r_sigma": cert.r_sigma, "r_c": cert.r_c}
 
-    _certify_split(data.split("test"), sampling, "certify-router", row, out, ROUTER_COLUMNS, device,
-                   {"data": vars(data), "router": file_digest(router), "sigma_e": sigma_e, "alpha": alpha,
-                    "beta": beta, "denoiser": denoiser,
-                    "experts": [{**vars(e), "classifier": file_digest(e.classifier)} for e in experts]})
+    certify_split(data.split("test"), sampling, "certify-router", row, out, ROUTER_COLUMNS, device,
+                  {"data": vars(data), "router": file_digest(router), "sigma_e": sigma_e, "alpha": alpha,
+                   "beta": beta, "denoiser": denoiser,
+                   "experts": [{**vars(e), "classifier": file_digest(e.classifier)} for e in experts]})
 
 
 def digests(checkpoints: Mapping[float, Path]) -> dict[str, str]:
@@ -272,7 +286,7 @@ def load_classifiers(
     return models, counts.pop()
 
 
-def _certify_split(
+def certify_split(
     dataset: torch.utils.data.Dataset, sampling: Sampling, stage: str,
     row_fn: Callable[[torch.Tensor, torch.Generator], dict[str, Any]], out: Path, columns: list[str],
     device: torch.device, settings: Mapping[str, Any] | None = None,
@@ -284,8 +298,7 @@ def _certify_split(
     del recorded["batch_size"]  # certificates do not depend on it
     with resumable_table(out, columns, recorded) as table:
         todo = [i for i in indices if i not in table.done]
-        for i in tqdm(todo, desc=f"{stage} {Path(out).name}", initial=len(indices) - len(todo), total=len(indices),
-                      mininterval=5):
+        for i in progress(todo, f"{stage} {Path(out).name}", len(indices), initial=len(indices) - len(todo)):
             x, y = dataset[i]
             start = time.perf_counter()
             row = row_fn(x, sample_generator(sampling.seed, stage, i, device))
@@ -297,35 +310,60 @@ def _certify_split(
 def train_estimator_model(
     data: DataRef, labels: Mapping[float, Path] | Mapping[str, Path], out: Path, arch: str,
     model_options: Mapping[str, Any],
-    sigma_e: float, temperature: float, lam: float, eta: float, copies: int, optim: Optim, seed: int,
+    sigma_e: float, temperature: float | None, lam: float, eta: float, copies: int, optim: Optim, seed: int,
     denoiser: Path | None, device: str, init_weights: Path | None = None, hard: bool = False,
-    train_fraction: float = 1.0,
+    train_fraction: float = 1.0, radius_weight: RadiusWeight = "strong",
+    expert_sigmas: Mapping[str, float] | None = None, class_weight: ClassWeight = "both",
 ) -> None:
     """Variance estimator over the candidate σ's from the per-σ label tables (Sun et al. 2025, Sec. 5.1), or
-    a router over experts when ``labels`` is keyed by expert name (class order = key order); trained on a
-    seeded ``train_fraction`` of the labelled inputs, towards soft (or ``hard``) labels."""
+    a router over experts when ``labels`` is keyed by expert name (class order = key order, each expert's σ in
+    ``expert_sigmas``, needed by a radius weight); trained on a seeded ``train_fraction`` of the labelled
+    inputs less those certified under no candidate, towards softmax(radii / ``temperature``) (None: plain
+    softmax) or ``hard`` labels, with loss weights w_e (class balance, on the terms ``class_weight`` names) and
+    w_r (``radius_weight``)."""
     info, device = data.info(), resolve_device(device)
     routes_experts = any(isinstance(key, str) for key in labels)
     idx, radii, candidates = radius_matrix(labels if routes_experts else dict(sorted(labels.items())))
+    sigmas = _candidate_sigmas(candidates, expert_sigmas) if routes_experts else candidates
+    if radius_weight != "none" and sigmas is None:
+        raise ValueError(f"radius weight {radius_weight!r} needs the sigma of every expert")
     keep = training_subset(len(idx), train_fraction, seed)
-    idx, radii = idx[keep], radii[keep]
+    informative = informative_rows(radii[keep])
+    dropped = int((~informative).sum())
+    print(f"dropped {dropped} of {len(keep)} training samples certified under no candidate")
+    idx, radii = idx[keep][informative], radii[keep][informative]
     train = data.split("train")
     x = torch.stack([train[int(i)][0] for i in idx])
     targets = torch.as_tensor(hard_labels(radii) if hard else soft_labels(radii, temperature), dtype=torch.float32)
     balance = torch.as_tensor(class_balance_weights(radii), dtype=torch.float32)
+    w_r = np.ones(len(radii)) if radius_weight == "none" else radius_weights(radii, sigmas, radius_weight)
     print(label_summary(radii, candidates).to_string(index=False))
     torch.manual_seed(seed)
-    init = {"weights": str(init_weights)} if init_weights is not None else {}
+    init = {"weights": str(init_weights), "reinit_head": True} if init_weights is not None else {}
     estimator = create_model(arch, len(candidates), info.input_shape[0], **model_options, **init)
     model = Denoisers(denoiser, device).wrap(estimator, sigma_e)
-    history = train_estimator(model, x, targets, balance, sigma_e, optim, seed, lam, eta, copies, device)
+    history = train_estimator(model, x, targets, balance, sigma_e, optim, seed, lam, eta, copies, device,
+                              torch.as_tensor(w_r, dtype=torch.float32), class_weight=class_weight)
     save_checkpoint(out, estimator, {"arch": arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
                                      "model_kwargs": dict(model_options), "role": "estimator",
                                      "experts" if routes_experts else "sigmas": candidates,
+                                     **({"expert_sigmas": sigmas} if routes_experts and sigmas is not None else {}),
                                      "sigma_e": sigma_e, "temperature": temperature, "lambda": lam, "eta": eta,
                                      "copies": copies, "labels": "hard" if hard else "soft",
-                                     "train_fraction": train_fraction, "train_samples": len(idx), "seed": seed,
+                                     "radius_weight": radius_weight, "class_balance": "inverse_share",
+                                     "class_weight": class_weight,
+                                     "train_fraction": train_fraction, "train_samples": len(idx),
+                                     "dropped_uncertified": dropped, "seed": seed,
                                      "optim": vars(optim), "loss": history})
+
+
+def _candidate_sigmas(experts: Sequence[str], expert_sigmas: Mapping[str, float] | None) -> list[float] | None:
+    """The σ of each expert in class order; None without ``expert_sigmas``."""
+    if expert_sigmas is None:
+        return None
+    if set(expert_sigmas) != set(experts):
+        raise ValueError(f"expert sigmas {sorted(expert_sigmas)} do not name the experts {sorted(experts)}")
+    return [float(expert_sigmas[name]) for name in experts]
 
 
 def route_training_set(
@@ -371,10 +409,12 @@ def finetune_classifier(
 
 
 def fetch_pretrained(data: DataRef, arch: str, model_options: Mapping[str, Any], weights: Path, out: Path) -> None:
-    """Off-the-shelf classifier weights as a dualrs checkpoint (one model for every σ)."""
+    """Off-the-shelf classifier weights (a timm checkpoint file or, for ``hf/`` architectures, a Hugging Face
+    model folder) as a dualrs checkpoint (one model for every σ); its head must give the dataset's classes."""
     info = data.info()
     model = create_model(arch, info.num_classes, info.input_shape[0], weights=str(weights), **model_options)
     save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
-                                 "model_kwargs": dict(model_options), "role": "classifier", "source": str(weights)})
+                                 "model_kwargs": {**model_options, **checkpoint_kwargs(model)},
+                                 "role": "classifier", "source": str(weights)})
 
 

@@ -1,9 +1,9 @@
 """Training loops: noise-augmented classifiers, the variance estimator, and finetuning.
 
 - Classifier for σ (Cohen et al. 2019, Sec. 4): cross-entropy on x + δ, δ ~ N(0, σ²I).
-- Variance estimator (Sun et al. 2025, Sec. 5.1): weighted soft cross-entropy towards
-  softmax(r/τ) under noise σ_e, plus consistency regularization (Jeong & Shin 2020, eq. 6):
-  for m noisy copies with predictions p_j and mean p̄, λ·(1/m)Σ_j KL(p̄ ‖ p_j) + η·H(p̄).
+- Variance estimator (Sun et al. 2025, Sec. 5.1): mean_i w_e(i)·(softCE(i) + w_r(i)·L_con(i)) under
+  noise σ_e, with the consistency regularization of Jeong & Shin (2020, eq. 6): for m noisy copies
+  with predictions p_j and mean p̄, L_con = λ·(1/m)Σ_j KL(p̄ ‖ p_j) + η·H(p̄).
 - Routing for finetuning (Sun et al. 2025, Sec. 5.2): the estimator's majority vote under σ_e
   picks σ̂ for each training input; the classifier for σ is then trained further on the inputs
   routed to σ with :func:`train_classifier`, or one shared (denoised) classifier on every input
@@ -13,27 +13,58 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 
+from dualrs.progress import progress
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth, device_of
 
 
+ClassWeight = Literal["both", "ce", "none"]
+CLASS_WEIGHTS: tuple[ClassWeight, ...] = ("both", "ce", "none")
+
+
 @dataclass(frozen=True)
 class Optim:
-    """Optimisation settings shared by all loops (Adam with cosine decay)."""
+    """Optimisation settings shared by all loops: Adam (or AdamW, decoupled weight decay) with cosine
+    decay per step, or, given ``milestones``, the learning rate times ``gamma`` at each milestone epoch
+    (the paper's CIFAR-10 estimator: AdamW, lr 0.01, weight decay 0.01, × 0.5 at epochs 30 and 60)."""
 
     epochs: int
     batch_size: int
     lr: float
     weight_decay: float = 0.0
     num_workers: int = 0
+    optimizer: str = "adam"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be increasing positive epochs, got {list(self.milestones)}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must lie in (0, 1], got {self.gamma!r}")
+
+    def build(self, parameters, steps_per_epoch: int):
+        """The optimizer and a scheduler stepped once per batch."""
+        optimizer = OPTIMIZERS[self.optimizer](parameters, lr=self.lr, weight_decay=self.weight_decay)
+        if self.milestones:
+            steps = [m * steps_per_epoch for m in self.milestones]
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=steps, gamma=self.gamma)
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs * steps_per_epoch)
+        return optimizer, scheduler
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def train_classifier(
@@ -86,33 +117,51 @@ class _WithLevel(Dataset):
 
 
 def consistency_loss(logits: torch.Tensor, lam: float, eta: float) -> torch.Tensor:
-    """λ·mean_j KL(p̄ ‖ p_j) + η·H(p̄) for logits of shape (m, B, K); averaged over the batch."""
+    """Per-sample L_con = λ·mean_j KL(p̄ ‖ p_j) + η·H(p̄) for logits of shape (m, B, K): shape (B,)."""
     log_p = F.log_softmax(logits, dim=-1)
     p_mean = log_p.exp().mean(dim=0)
     log_p_mean = p_mean.clamp_min(1e-12).log()
     kl = (p_mean * (log_p_mean - log_p)).sum(dim=-1).mean(dim=0)
     entropy = -(p_mean * log_p_mean).sum(dim=-1)
-    return (lam * kl + eta * entropy).mean()
+    return lam * kl + eta * entropy
+
+
+def estimator_loss(
+    logits: torch.Tensor, target: torch.Tensor, balance: torch.Tensor, radius: torch.Tensor, lam: float, eta: float,
+    class_weight: ClassWeight = "both",
+) -> torch.Tensor:
+    """mean_i w_e(i)·(softCE(i) + w_r(i)·L_con(i)) (Sun et al. 2025, Sec. 5.1) for logits (m, B, K) of m noisy
+    copies: softCE(i) = -mean_j Σ_k q_ik log p_jk(i); without a second copy (m = 1) there is no L_con.
+    ``class_weight`` says where w_e applies: ``both`` terms (the paper), the soft ``ce`` only, or ``none``."""
+    if class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"class weight must be one of {CLASS_WEIGHTS}, got {class_weight!r}")
+    w_e = torch.ones_like(balance) if class_weight == "none" else balance
+    loss = w_e * -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean(dim=0)
+    if len(logits) > 1:
+        w_con = w_e * radius if class_weight == "both" else radius
+        loss = loss + w_con * consistency_loss(logits, lam, eta)
+    return loss.mean()
 
 
 def train_estimator(
-    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, balance: torch.Tensor,
     sigma_e: float, optim: Optim, seed: int, lam: float = 40.0, eta: float = 0.5, copies: int = 2,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", radius: torch.Tensor | None = None, class_weight: ClassWeight = "both",
 ) -> list[float]:
-    """Weighted soft CE towards ``targets`` (N×K) on m = ``copies`` noisy views + consistency."""
+    """Minimise :func:`estimator_loss` towards ``targets`` (N×K) on m = ``copies`` views x + δ, δ ~ N(0, σ_e²I),
+    with per-sample class-balance weights w_e = ``balance`` on the terms ``class_weight`` names and radius
+    weights w_r = ``radius`` (1 if None)."""
     if copies < 1:
         raise ValueError(f"copies must be at least 1, got {copies}")
+    radius = torch.ones(len(x)) if radius is None else radius
     torch.manual_seed(seed)
 
-    def loss_fn(inputs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def loss_fn(inputs: torch.Tensor, target: torch.Tensor, w_e: torch.Tensor, w_r: torch.Tensor) -> torch.Tensor:
         noisy = inputs.unsqueeze(0) + sigma_e * torch.randn((copies, *inputs.shape), device=inputs.device)
         logits = model(noisy.flatten(0, 1)).view(copies, len(inputs), -1)
-        soft_ce = -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean(dim=0)
-        loss = (weight * soft_ce).mean()
-        return loss + consistency_loss(logits, lam, eta) if copies > 1 else loss
+        return estimator_loss(logits, target, w_e, w_r, lam, eta, class_weight)
 
-    return _fit(model, TensorDataset(x, targets, weights), loss_fn, optim, seed, device, "estimator")
+    return _fit(model, TensorDataset(x, targets, balance, radius), loss_fn, optim, seed, device, "estimator")
 
 
 def route(
@@ -123,7 +172,7 @@ def route(
     smooth = Smooth(estimator, num_sigmas, sigma_e)
     device = device_of(estimator)
     votes = []
-    for i in tqdm(range(len(data)), desc="route", mininterval=5):
+    for i in progress(range(len(data)), "route"):
         counts = smooth.sample_counts(data[i][0], n, batch_size, sample_generator(seed, "route", i, device))
         votes.append(int(counts.argmax()))
     return np.asarray(votes)
@@ -133,11 +182,9 @@ def _fit(model, data, loss_fn, optim: Optim, seed: int, device, desc: str) -> li
     model.to(device).train()
     loader = DataLoader(data, batch_size=optim.batch_size, shuffle=True, num_workers=optim.num_workers,
                         generator=torch.Generator().manual_seed(seed), drop_last=len(data) > optim.batch_size)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=optim.lr,
-                                 weight_decay=optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.epochs * len(loader))
+    optimizer, scheduler = optim.build([p for p in model.parameters() if p.requires_grad], len(loader))
     history = []
-    with tqdm(range(optim.epochs), desc=desc, mininterval=5) as epochs:
+    with progress(range(optim.epochs), desc) as epochs:
         for _ in epochs:
             total, seen = 0.0, 0
             for batch in loader:

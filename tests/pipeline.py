@@ -16,3 +16,11 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def fake_paper_weights(workdir: Path) -> None:
+    """Empty stand-ins at the paths config/config.yaml gives for the paper's checkpoints (enough for dry runs)."""
+    for path in ("cifar10/improved_diffusion_50M", "imagenet/guided_diffusion_256_uncond"):
+        (workdir / "models" / path).mkdir(parents=True)
+    for path in ("cifar10/vit_base_patch16_224_cifar10.safetensors", "imagenet/beit_large_patch16_512.safetensors"):
+        (workdir / "models" / path).touch()

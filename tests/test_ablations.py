@@ -1,5 +1,7 @@
-"""Ablations of round-0 dual RS: hard labels, seeded training subsets, the ablation DAG, one ablation end to end."""
+"""Ablations of round-0 dual RS: hard labels, seeded training subsets, where the class-balance weight applies,
+the ablation DAG, two ablations end to end."""
 import json
+import math
 import shutil
 
 import numpy as np
@@ -14,11 +16,18 @@ from dualrs.data import load_split, prepare_dataset
 from dualrs.labels import hard_labels, soft_labels, training_subset
 from dualrs.report import certified_accuracy
 from dualrs.tables import read_table, write_table
+from dualrs.train import estimator_loss
 from pipeline import REPO, snakemake
 
 TINY = REPO / "tests" / "configs" / "tiny_ablation.yaml"
-TABLES = [f"results/tables/ablations/tiny_{name}.csv" for name in ("lam", "labels", "n_label", "train_fraction",
-                                                                   "alpha_beta")]
+ABLATIONS = ("lam", "labels", "n_label", "train_fraction", "alpha_beta", "temperature", "radius_weight",
+             "class_weight", "estimator_arch", "sigmas")
+TABLES = [f"results/tables/ablations/tiny_{name}.csv" for name in ABLATIONS]
+# the experiment's own setting of each ablation of the tiny config (reused) and its other value (built)
+OWN = {"lam": "40", "labels": "soft", "n_label": "16", "train_fraction": "1", "temperature": "plain",
+       "radius_weight": "strong", "class_weight": "both", "estimator_arch": "digits_cnn", "sigmas": "0.25_0.5_1"}
+OTHER = {"lam": "0", "labels": "hard", "n_label": "8", "train_fraction": "0.5", "temperature": "0.5",
+         "radius_weight": "none", "class_weight": "none", "estimator_arch": "digits_mlp", "sigmas": "0.25_0.5"}
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -74,6 +83,28 @@ def test_training_subset_includes_every_input_equally_often_over_seeds():
     assert counts.min() > 0.8 * trials * fraction
 
 
+def test_class_weight_applies_w_e_to_the_named_terms():
+    # copy 1: p = (1/2, 1/2), copy 2: p = (3/4, 1/4) for sample 0; sample 1 sees (1/2, 1/2) twice
+    logits = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[math.log(3), 0.0], [0.0, 0.0]]])
+    target = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    w_e, w_r, lam, eta = torch.tensor([2.0, 0.5]), torch.tensor([3.0, 1.0]), 1.0, 0.5
+    ce = [math.log(8 / 3) / 2, math.log(2)]
+    p_bar = (5 / 8, 3 / 8)
+    kl = (p_bar[0] * math.log(5 / 4) + p_bar[1] * math.log(3 / 4)
+          + p_bar[0] * math.log(5 / 6) + p_bar[1] * math.log(3 / 2)) / 2
+    con = [lam * kl - eta * sum(p * math.log(p) for p in p_bar), eta * math.log(2)]
+    expected = {
+        "both": (2.0 * (ce[0] + 3.0 * con[0]) + 0.5 * (ce[1] + con[1])) / 2,  # the paper's loss (Sec. 5.1)
+        "ce": (2.0 * ce[0] + 3.0 * con[0] + 0.5 * ce[1] + con[1]) / 2,
+        "none": (ce[0] + 3.0 * con[0] + ce[1] + con[1]) / 2,
+    }
+    for mode, value in expected.items():
+        assert estimator_loss(logits, target, w_e, w_r, lam, eta, mode).item() == pytest.approx(value, rel=1e-6)
+    assert len({round(v, 6) for v in expected.values()}) == 3
+    with pytest.raises(ValueError, match="class weight"):
+        estimator_loss(logits, target, w_e, w_r, lam, eta, "consistency")
+
+
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
     """Prepared digits and label tables of two sigmas over every 5th training input."""
@@ -115,7 +146,9 @@ def test_train_estimator_sees_the_seeded_subset_with_the_chosen_labels(labelled,
 
     frames = [read_table(paths[s]) for s in (0.25, 0.5)]
     radii = np.stack([np.where(f["correct"] == 1, f["radius"], 0.0) for f in frames], axis=1)
-    keep = training_subset(len(radii), fraction, seed=5)
+    subset = training_subset(len(radii), fraction, seed=5)
+    keep = subset[radii[subset].max(axis=1) > 0]  # inputs certified under no sigma are dropped (Sec. 5.1)
+    assert len(keep) < len(subset) or fraction < 1
     expected = hard_labels(radii[keep]) if hard else soft_labels(radii[keep], 0.25)
     np.testing.assert_allclose(seen["targets"].numpy(), expected, rtol=1e-6)
     train = load_split("digits", root / "data", "train")
@@ -123,7 +156,26 @@ def test_train_estimator_sees_the_seeded_subset_with_the_chosen_labels(labelled,
     torch.testing.assert_close(seen["x"], images)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["labels"] == ("hard" if hard else "soft") and meta["train_fraction"] == fraction
-    assert meta["train_samples"] == round(fraction * len(radii))
+    assert meta["train_samples"] == len(keep)
+
+
+@pytest.mark.parametrize("extra,mode", [((), "both"), (("--class-weight", "ce"), "ce"),
+                                        (("--class-weight", "none"), "none")])
+def test_train_estimator_threads_the_class_weight_to_the_loss(labelled, tmp_path, monkeypatch, extra, mode):
+    root, paths = labelled
+    seen = {}
+    monkeypatch.setattr(tasks, "train_estimator", lambda *args, **kwargs: seen.update(kwargs) or [])
+    out = tmp_path / "estimator.safetensors"
+    main(_train_estimator_args(root, paths, out, *extra))
+    assert seen["class_weight"] == mode
+    assert json.loads(out.with_suffix(".json").read_text())["class_weight"] == mode
+
+
+def test_unknown_class_weight_is_refused(labelled, tmp_path, capsys):
+    root, paths = labelled
+    with pytest.raises(SystemExit):
+        main(_train_estimator_args(root, paths, tmp_path / "e.safetensors", "--class-weight", "con"))
+    assert "--class-weight: invalid choice: 'con'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "nan"])
@@ -139,29 +191,74 @@ def test_every_ablation_resolves_and_reuses_the_experiments_own_runs(workdir):
     out = snakemake(workdir, "ablations", "-n", "-p", "--cores", "2", "--configfile", str(TINY)).stdout
     counts = job_counts(out)
     # one value per ablation differs from the experiment's setting; the others reuse its round-0 runs
-    assert counts["ablation_report"] == 5 and counts["ablation_certify"] == 5
-    assert counts["ablation_estimator"] == 4 and counts["train_estimator"] == 1 and counts["certify_dual"] == 1
-    assert counts["ablation_label"] == 2 * 2  # n_label=8: two sigmas, two label shards
-    assert counts["merge_ablation_shards"] == 5 + 2
-    for flag in ("--lam 0 ", "--hard-labels", "--train-fraction 0.5", "--alpha 0.005 --beta 0.015", "--n 8 "):
+    assert counts["ablation_report"] == 10 and counts["ablation_certify"] == 10
+    assert counts["ablation_estimator"] == 9 and counts["train_estimator"] == 1 and counts["certify_dual"] == 1
+    assert counts["ablation_label"] == 3 * 2  # n_label=8: three sigmas, two label shards
+    assert counts["merge_ablation_shards"] == 10 + 3
+    for flag in ("--lam 0 ", "--hard-labels", "--train-fraction 0.5", "--alpha 0.005 --beta 0.015", "--n 8 ",
+                 "--temperature 0.5 ", "--radius-weight none ", "--class-weight none ", "--arch digits_mlp "):
         assert flag in out
     for table in TABLES:
         assert table in out
+    for ablation, value in OWN.items():
+        assert f"results/tiny/ablations/{ablation}/{value}/" not in out
+        assert f"results/tiny/ablations/{ablation}/{OTHER[ablation]}/certify.tsv" in out
+    baseline = "=results/tiny/certify/dual/it0.tsv"
+    for row in ("temperature=plain", "radius_weight=strong", "class_weight=both", "estimator_arch=digits_cnn"):
+        assert f"--dual={row}{baseline}" in out
+    assert f"'--dual=sigmas={{0.25, 0.5, 1}}{baseline}'" in out
+
+
+def test_sigma_set_trains_and_certifies_with_its_own_sigmas(workdir):
+    out = snakemake(workdir, "results/tables/ablations/tiny_sigmas.csv", "-n", "-p", "--cores", "2",
+                    "--configfile", str(TINY)).stdout
+    ablated = [line for line in out.splitlines() if "results/tiny/ablations/sigmas/0.25_0.5/" in line]
+    train = next(line for line in ablated if "dualrs train-estimator" in line)
+    certify = next(line for line in ablated if "dualrs certify-dual" in line)
+    for line in (train, certify):  # sigma_e is max of the set: the tiny experiment has none of its own
+        assert "--sigma-e 0.5 " in line and "1=results" not in line and "sigma1." not in line
+    assert ("--labels 0.25=results/tiny/labels/it0/sigma0.25.tsv "
+            "--labels 0.5=results/tiny/labels/it0/sigma0.5.tsv --arch") in train
+    assert ("--classifier 0.25=results/tiny/models/classifier_sigma0.25.safetensors "
+            "--classifier 0.5=results/tiny/models/classifier_sigma0.5.safetensors --sigma-e") in certify
+
+
+@pytest.mark.parametrize("estimator,ablation,reused,built", [
+    ("temperature: 0.5", "temperature", "0.5", "plain"),
+    ("radius_weight: none", "radius_weight", "none", "strong"),
+])
+def test_an_estimators_own_target_setting_is_reused(workdir, estimator, ablation, reused, built):
+    config = workdir / "own.yaml"
+    text = TINY.read_text()
+    block = "    estimator:\n      arch: digits_cnn\n"
+    assert text.count(block) == 1
+    config.write_text(text.replace(block, f"{block}      {estimator}\n"))
+    out = snakemake(workdir, f"results/tables/ablations/tiny_{ablation}.csv", "-n", "-p", "--cores", "2",
+                    "--configfile", str(config)).stdout
+    assert f"--dual={ablation}={reused}=results/tiny/certify/dual/it0.tsv" in out
+    assert f"results/tiny/ablations/{ablation}/{reused}/" not in out
+    assert f"--dual={ablation}={built}=results/tiny/ablations/{ablation}/{built}/certify.tsv" in out
+    assert job_counts(out)["ablation_estimator"] == 1
 
 
 def test_paper_configs_list_every_ablation_job(workdir):
     counts = job_counts(snakemake(workdir, "ablations", "-n", "--cores", "2").stdout)
-    # digits: lam 0, 40; hard; n=100 (relabelled, 3 sigmas); fractions 0.2, 0.5; two alpha/beta splits
-    assert counts["ablation_report"] == 5 and counts["ablation_certify"] == 8
-    assert counts["ablation_estimator"] == 6 and counts["ablation_label"] == 3
+    # digits: lam 0, 40; hard; n=100 (relabelled, 3 sigmas); fractions 0.2, 0.5; two alpha/beta splits;
+    # temperatures 0.25, 0.1; radius weights weak, none; class weights ce, none; digits_mlp; three sigma pairs
+    assert counts["ablation_report"] == 10 and counts["ablation_certify"] == 8 + 10
+    assert counts["ablation_estimator"] == 6 + 10 and counts["ablation_label"] == 3
     for name in ("cifar10/improved_diffusion_50M",):
         (workdir / "models" / name).mkdir(parents=True)
     (workdir / "models/cifar10/vit_base_patch16_224_cifar10.safetensors").touch()
-    tables = [f"results/tables/ablations/cifar10_{a}.csv" for a in ("lam", "labels", "n_label", "train_fraction",
-                                                                   "alpha_beta")]
-    counts = job_counts(snakemake(workdir, *tables, "-n", "--cores", "8").stdout)
-    assert counts["ablation_certify"] == 8 * 8 and counts["ablation_label"] == 3 * 8  # n=1000: 3 sigmas x 8 shards
-    assert counts["ablation_report"] == 5 and counts["fetch_pretrained"] == 1
+    tables = [f"results/tables/ablations/cifar10_{a}.csv" for a in ABLATIONS]
+    out = snakemake(workdir, *tables, "-n", "-p", "--cores", "8").stdout
+    counts = job_counts(out)
+    assert counts["ablation_certify"] == (8 + 10) * 8 and counts["ablation_label"] == 3 * 8  # n=1000: 3 x 8 shards
+    assert counts["ablation_report"] == 10 and counts["fetch_pretrained"] == 1
+    assert "--arch cifar_resnet20 --model-options '{}'" in out
+    train = next(line for line in out.splitlines()
+                 if "dualrs train-estimator" in line and "ablations/sigmas/0.25_0.5/estimator" in line)
+    assert "--sigma-e 0.5 " in train  # cifar10's sigma_e is max Sigma: here max {0.25, 0.5}
 
 
 @pytest.mark.parametrize("ablations,target,message", [
@@ -169,6 +266,14 @@ def test_paper_configs_list_every_ablation_job(workdir):
     ("{train_fraction: [0.5, 1.5]}", "ablations", "ablations.train_fraction"),
     ("{alpha_beta: [[0.6, 0.01]]}", "ablations", "ablations.alpha_beta"),
     ("{lam: [0.1, 0.1000000001]}", "ablations", "coincide in paths"),
+    ("{temperature: [plain, hot]}", "ablations", "ablations.temperature"),
+    ("{class_weight: [both, con]}", "ablations", "ablations.class_weight"),
+    ("{estimator_arch: [digits_cnn, ../cnn]}", "ablations", "ablations.estimator_arch"),
+    ("{sigmas: [[0.25, 2.0]]}", "results/tables/ablations/tiny_lam.csv",
+     "experiments.tiny.ablations.sigmas: [0.25, 2.0] is not a set of at least two distinct sigmas of "
+     "experiments.tiny.sigmas"),
+    ("{sigmas: [[0.5]]}", "ablations", "ablations.sigmas"),
+    ("{sigmas: [[0.25, 0.5], [0.5, 0.25]]}", "ablations", "coincide in paths"),
 ])
 def test_bad_ablation_configs_are_one_error_before_any_job(workdir, ablations, target, message):
     config = workdir / "bad.yaml"
@@ -198,3 +303,22 @@ def test_one_ablation_runs_end_to_end(workdir):
     dual = read_table(workdir / "results/tiny/ablations/n_label/8/certify.tsv")
     assert list(dual["idx"]) == list(baseline["idx"])
     assert ((dual["radius"] <= dual[["r_sigma", "r_c"]].min(axis=1) + 1e-9) | (dual["predict"] == -1)).all()
+
+
+@pytest.mark.slow
+def test_a_sigma_set_ablation_runs_end_to_end(workdir):
+    snakemake(workdir, "results/tables/ablations/tiny_sigmas.csv", "--cores", "2", "--configfile", str(TINY))
+    table = pd.read_csv(workdir / "results/tables/ablations/tiny_sigmas.csv", index_col="method")
+    assert list(table.index) == ["sigmas={0.25, 0.5}", "sigmas={0.25, 0.5, 1}"] and (table["n"] == 18).all()
+    meta = json.loads((workdir / "results/tiny/ablations/sigmas/0.25_0.5/estimator.json").read_text())
+    assert meta["sigmas"] == [0.25, 0.5] and meta["num_classes"] == 2 and meta["sigma_e"] == 0.5
+    dual = read_table(workdir / "results/tiny/ablations/sigmas/0.25_0.5/certify.tsv")
+    assert set(dual["sigma"].dropna()) <= {0.25, 0.5}
+    # the whole set is the experiment's own: its row is the experiment's round-0 dual RS
+    baseline = read_table(workdir / "results/tiny/certify/dual/it0.tsv")
+    assert list(dual["idx"]) == list(baseline["idx"])
+    radii = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+    np.testing.assert_allclose(table.loc["sigmas={0.25, 0.5, 1}", [f"r={r:g}" for r in radii]],
+                               100 * certified_accuracy(baseline, radii), atol=0.05)
+    np.testing.assert_allclose(table.loc["sigmas={0.25, 0.5}", [f"r={r:g}" for r in radii]],
+                               100 * certified_accuracy(dual, radii), atol=0.05)

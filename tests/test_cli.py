@@ -98,3 +98,26 @@ def test_sharded_certificates_equal_the_unsharded_run(setup):
     cols = ["idx", "label", "predict", "radius", "correct"]
     pd.testing.assert_frame_equal(pd.read_csv(root / "merged.tsv", sep="\t")[cols],
                                   pd.read_csv(root / "one.tsv", sep="\t")[cols])
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dualrs {version('dualrs')}"
+
+
+def test_every_flag_of_every_command_has_help_and_shows_its_default():
+    import argparse
+
+    from dualrs.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"prepare-data", "certify-global", "certify-dual", "report"} <= set(commands)
+    for name, command in commands.items():
+        assert issubclass(command.formatter_class, argparse.ArgumentDefaultsHelpFormatter), name
+        for action in command._actions:
+            assert action.help and action.help.strip(), f"dualrs {name} {action.option_strings or action.dest}"
+    assert "(default: 0)" in commands["certify-global"].format_help()  # --seed

@@ -6,6 +6,8 @@ import hashlib
 import math
 import json
 import pickle
+import shutil
+import tarfile
 import urllib.error
 from pathlib import Path
 
@@ -72,7 +74,7 @@ def test_digits_load_split(digits_root: Path) -> None:
     np.testing.assert_array_equal(test.tensors[1].numpy(), _read_npz(digits_root / "test.npz")["y"])
     manifest = json.loads((digits_root / "READY").read_text())
     assert manifest["name"] == "digits"
-    assert manifest["options"] == {"test_fraction": 0.3}
+    assert manifest["options"] == {"test_fraction": 0.3}  # load-time options (resolution) are not recorded
     assert manifest["num_items"] == {"train": len(train), "test": len(test)}
 
 
@@ -194,14 +196,38 @@ def test_cifar10_missing_without_download(tmp_path: Path) -> None:
     assert not (tmp_path / "READY").exists()
 
 
-def test_cifar10_failed_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("failure", [urllib.error.URLError("no network"), OSError("Network is unreachable")])
+def test_cifar10_failed_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: OSError) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    with pytest.raises(FileNotFoundError) as error:
+        prepare_dataset("cifar10", tmp_path, seed=0)
+    message = str(error.value)
+    assert str(failure) in message and "downloading it failed" in message
+    assert f"no folder {tmp_path / 'cifar-10-batches-py'}" in message and CIFAR10.url in message
+    assert error.value.__cause__ is None and not (tmp_path / "READY").exists()
+
+
+def test_cifar10_partial_folder(tiny_cifar: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = tiny_cifar
+    (root / "cifar-10-batches-py" / "data_batch_3").unlink()
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"truncated")
+    before = sorted(root.rglob("*"))
+    with pytest.raises(FileNotFoundError) as error:
+        prepare_dataset("cifar10", root, seed=0, download=False)
+    message = str(error.value)
+    assert "missing data_batch_3" in message and "corrupted (md5 mismatch) test_batch" in message
+    assert "data.cifar10.download: false" in message and f"tar -xzf cifar-10-python.tar.gz -C {root}" in message
+    assert sorted(root.rglob("*")) == before  # refused before anything is written
+
     def offline(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
-    with pytest.raises(FileNotFoundError, match="no network") as error:
-        prepare_dataset("cifar10", tmp_path, seed=0)
-    assert str(tmp_path / "cifar-10-batches-py") in str(error.value)
+    with pytest.raises(FileNotFoundError, match="missing data_batch_3.*downloading it failed: <urlopen error no net"):
+        prepare_dataset("cifar10", root, seed=0, download=True)
 
 
 # ------------------------------------------------------------------- imagenet
@@ -264,7 +290,82 @@ def test_imagenet_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="data.imagenet.source"):
         prepare_dataset("imagenet", tmp_path / "data", seed=0)
     _image_tree(tmp_path / "val", per_class=1)
-    with pytest.raises(ValueError, match="3 class folders"):
+    with pytest.raises(ValueError, match="3 class folders but num_classes is 1000"):
         prepare_dataset("imagenet", tmp_path / "data", seed=0, source=str(tmp_path / "val"))
     with pytest.raises(ValueError, match="every"):
         dataset_info("imagenet", every=0)
+
+
+# The devkit numbers classes by ILSVRC2012_ID, not in wnid order; class k is the k-th wnid in sorted order.
+_SYNSETS = [(1, "n03000000", 0), (2, "n01000000", 0), (3, "n02000000", 0), (4, "n00000001", 3)]  # id, wnid, children
+_VAL_IDS = [1, 2, 3, 3, 1, 2, 2, 1, 3]  # ILSVRC2012_ID of ILSVRC2012_val_00000001 .. _00000009
+
+
+def _devkit(folder: Path) -> Path:
+    """A tiny ILSVRC2012_devkit_t12 folder: data/meta.mat (a synsets struct array, as scipy.io.savemat
+    writes MATLAB structs) and data/ILSVRC2012_validation_ground_truth.txt (one ILSVRC2012_ID per line)."""
+    from scipy.io import savemat
+
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]
+    synsets = np.array([(i, wnid, f"class {wnid}", "a gloss", children, np.arange(children, dtype=np.uint16), 0, 10)
+                        for i, wnid, children in _SYNSETS], dtype=[(f, object) for f in fields])
+    (folder / "data").mkdir(parents=True)
+    savemat(folder / "data" / "meta.mat", {"synsets": synsets.reshape(-1, 1)})
+    (folder / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{i}\n" for i in _VAL_IDS))
+    return folder
+
+
+def _flat_val(folder: Path) -> None:
+    """The official flat layout: ILSVRC2012_val_0000000k.JPEG, colored by class (its ILSVRC2012_ID)."""
+    folder.mkdir(parents=True)
+    for k, i in enumerate(_VAL_IDS, start=1):
+        Image.new("RGB", (12, 10), (80 * i, 10 * k, 0)).save(folder / f"ILSVRC2012_val_{k:08d}.JPEG")
+    (folder / "LICENSE.txt").write_text("not an image")
+
+
+@pytest.mark.parametrize("as_archive", [False, True])
+def test_imagenet_official_flat_validation_folder(tmp_path: Path, as_archive: bool) -> None:
+    _flat_val(tmp_path / "val")
+    devkit = _devkit(tmp_path / "ILSVRC2012_devkit_t12")
+    if as_archive:
+        with tarfile.open(tmp_path / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+            tar.add(devkit, arcname="ILSVRC2012_devkit_t12")
+        shutil.rmtree(devkit)
+        devkit = tmp_path / "ILSVRC2012_devkit_t12.tar.gz"
+    options = {"source": str(tmp_path / "val"), "devkit": str(devkit), "every": 2, "num_classes": 3,
+               "resize": 4, "crop": 4}
+    prepare_dataset("imagenet", tmp_path / "data", seed=0, **options)
+    assert (tmp_path / "data" / "classes.txt").read_text().split() == ["n01000000", "n02000000", "n03000000"]
+    wnid_of_id = {i: wnid for i, wnid, _ in _SYNSETS}
+    label_of_id = {i: sorted(w for _, w, c in _SYNSETS if c == 0).index(wnid_of_id[i]) for i in (1, 2, 3)}
+    dataset = load_split("imagenet", tmp_path / "data", "test", **options)
+    every_image = sorted((label_of_id[i], f"ILSVRC2012_val_{k:08d}.JPEG") for k, i in enumerate(_VAL_IDS, start=1))
+    assert [(label, Path(path).name) for path, label in dataset.samples] == every_image[::2]
+    # the same images in class folders (as torchvision's parse_val_archive sorts them) give the same test set
+    for wnid in ("n01000000", "n02000000", "n03000000"):
+        (tmp_path / "sorted" / wnid).mkdir(parents=True)
+    for k, i in enumerate(_VAL_IDS, start=1):
+        name = f"ILSVRC2012_val_{k:08d}.JPEG"
+        shutil.copy(tmp_path / "val" / name, tmp_path / "sorted" / wnid_of_id[i] / name)
+    sorted_options = {**options, "source": str(tmp_path / "sorted"), "devkit": None}
+    prepare_dataset("imagenet", tmp_path / "data_sorted", seed=0, **sorted_options)
+    folders = load_split("imagenet", tmp_path / "data_sorted", "test", **sorted_options)
+    assert [(Path(p).name, y) for p, y in folders.samples] == [(Path(p).name, y) for p, y in dataset.samples]
+    x, y = dataset[0]
+    assert x.shape == (3, 4, 4) and y == 0
+
+
+def test_imagenet_flat_folder_without_devkit(tmp_path: Path) -> None:
+    _flat_val(tmp_path / "val")
+    with pytest.raises(FileNotFoundError) as error:
+        prepare_dataset("imagenet", tmp_path / "data", seed=0, source=str(tmp_path / "val"))
+    message = str(error.value)
+    assert f"{tmp_path / 'val'} (config key data.imagenet.source) has no class folders" in message
+    assert "data.imagenet.devkit" in message and "ILSVRC2012_devkit_t12.tar.gz" in message
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(FileNotFoundError, match="has no data/meta.mat"):
+        prepare_dataset("imagenet", tmp_path / "data", seed=0, source=str(tmp_path / "val"), devkit=str(tmp_path))
+    with pytest.raises(ValueError, match="the devkit .* has 3 classes but num_classes is 1000"):
+        prepare_dataset("imagenet", tmp_path / "data", seed=0, source=str(tmp_path / "val"),
+                        devkit=str(_devkit(tmp_path / "devkit")))

@@ -319,3 +319,41 @@ def test_train_ddpm_is_seeded() -> None:
 def test_train_ddpm_rejects_mismatched_unet() -> None:
     with pytest.raises(ValueError, match="1 input and output channels"):
         train_ddpm(torch.rand(8, 1, 8, 8), steps=1, batch_size=4, lr=1e-3, seed=0, progress=False, unet=tiny_unet(1, 2))
+
+
+# ----------------------------------------------------------------------------- conditioning.json
+
+
+def test_conditioning_scales_timestep_for_every_view(tmp_path: Path) -> None:
+    """A ``timestep_scale`` travels with the UNet, also to views built from it (as dualrs.tasks does)."""
+    unet, scheduler = tiny_unet(), DDPMScheduler(num_train_timesteps=4000, beta_schedule="squaredcos_cap_v2")
+    save_denoiser(unet, scheduler, tmp_path / "d", {"timestep_scale": 0.25})
+    loaded = DiffusionDenoiser.from_pretrained(tmp_path / "d", sigma=0.5)
+    other = DiffusionDenoiser(loaded.unet, loaded.alphas_cumprod, 0.25)
+    seen: list[float] = []
+    loaded.unet.unet.register_forward_pre_hook(lambda module, args: seen.append(float(args[1])))
+    x = denoise_batch()
+    with torch.no_grad():
+        out = loaded(x)
+        other(x)
+        direct = unet(loaded.alphas_cumprod[loaded.timestep].sqrt() * (2 * x - 1), loaded.timestep / 4).sample
+    assert seen == [loaded.timestep / 4, other.timestep / 4]
+    a = loaded.alphas_cumprod[loaded.timestep]
+    x0 = (a.sqrt() * (2 * x - 1) - (1 - a).sqrt() * direct) / a.sqrt()
+    torch.testing.assert_close(out, (x0.clamp(-1, 1) + 1) / 2)
+
+
+def test_conditioning_sets_attention_heads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4, attention_head_dim=4)
+    save_denoiser(unet, DDPMScheduler(), tmp_path / "d", {"attention_heads": {"mid_block.attentions.0": 2}})
+    loaded = DiffusionDenoiser.from_pretrained(tmp_path / "d", sigma=0.5).unet
+    attn = loaded.get_submodule("mid_block.attentions.0")
+    assert (attn.heads, attn.scale) == (2, 8**-0.5)
+    assert loaded.get_submodule("down_blocks.1.attentions.0").heads == 4
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert not torch.allclose(loaded(x, 10).sample, unet(x, 10).sample, atol=1e-4)

@@ -1,11 +1,17 @@
 import json
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 
-from dualrs.report import (accuracy_curves, average_certified_radius, certified_accuracy,
-                           delta_classifier_radius, plot_figures, slug, summary_table, write_tables)
+from dualrs import report
+from dualrs.published import published_table
+from dualrs.report import (ORACLE, accuracy_curves, average_certified_radius, certified_accuracy, curves_figure,
+                           delta_classifier_radius, headroom_table, latex_table, markdown_table, method_colour,
+                           oracle_certificates, plot_figures, slug, summary_table, vs_paper_figure, vs_paper_table,
+                           write_tables)
 
 
 def _frame(radius, correct, sigma=None, label=None):
@@ -51,3 +57,116 @@ def test_accuracy_curves_long_format_and_slug():
     assert list(curves.columns) == ["method", "radius", "certified_accuracy"]
     np.testing.assert_allclose(curves["certified_accuracy"], [100, 50, 0])
     assert slug("dual (finetuned, round 1)") == "dual_finetuned_round_1"
+
+
+def _global(radius, correct, predict=None, time=None):
+    frame = pd.DataFrame({"idx": range(len(radius)), "label": [1] * len(radius),
+                          "predict": predict if predict is not None else [1 if c else -1 for c in correct],
+                          "radius": radius, "correct": correct})
+    return frame if time is None else frame.assign(time=time)
+
+
+def test_oracle_picks_the_largest_correct_radius_else_a_wrong_answer_else_abstains():
+    # input 0: both σ correct, σ=1 larger; 1: only σ=1 correct; 2: σ=0.5 wrong, σ=1 abstains;
+    # 3: both abstain; 4: σ=0.5 correct with a larger radius than σ=1
+    by_sigma = {0.5: _global([0.3, 0.0, 0.2, 0.0, 0.6], [1, 0, 0, 0, 1], predict=[1, -1, 7, -1, 1],
+                             time=[1.0] * 5),
+                1.0: _global([0.8, 0.4, 0.0, 0.0, 0.5], [1, 1, 0, 0, 1], predict=[1, 1, -1, -1, 1],
+                             time=[2.0] * 5)}
+    oracle = oracle_certificates(by_sigma)
+    assert list(oracle["idx"]) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(oracle["radius"], [0.8, 0.4, 0.2, 0.0, 0.6])
+    assert list(oracle["correct"]) == [1, 1, 0, 0, 1]
+    assert list(oracle["predict"]) == [1, 1, 7, -1, 1]
+    np.testing.assert_allclose(oracle["sigma"], [1.0, 1.0, 0.5, 0.5, 0.5])
+    np.testing.assert_allclose(oracle["time"], [3.0] * 5)
+    np.testing.assert_allclose(certified_accuracy(oracle, [0.0, 0.5, 0.7]), [0.6, 0.4, 0.2])
+    with pytest.raises(ValueError, match="different test samples"):
+        oracle_certificates({0.5: _global([0.1], [1]), 1.0: _global([0.1, 0.2], [1, 1])})
+
+
+def test_headroom_share_against_the_best_global_row_per_radius():
+    summary = pd.DataFrame({"r=0": [80.0, 60.0, 90.0, 85.0, 70.0], "r=1": [10.0, 30.0, 30.0, 40.0, 20.0],
+                            "ACR": [0.3, 0.5, 0.7, 0.6, 0.4]},
+                           index=["global σ=0.25", "global σ=1", ORACLE, "dual", "cascade"])
+    shares = headroom_table(summary, ["global σ=0.25", "global σ=1"], ["dual", "cascade"])
+    # r=0: best 80, oracle 90 → (85-80)/10, (70-80)/10; r=1: oracle = best = 30 → undefined; ACR: best .5, oracle .7
+    np.testing.assert_allclose(shares.loc["dual"], [50.0, np.nan, 50.0])
+    np.testing.assert_allclose(shares.loc["cascade"], [-100.0, np.nan, -50.0])
+    np.testing.assert_allclose(shares.iloc[0], [10.0, 0.0, 0.2])  # the headroom itself comes first
+
+
+def test_vs_paper_table_against_a_published_row_with_the_exact_binomial_interval(monkeypatch):
+    published = pd.DataFrame({"paper": ["dual RS (finetuned)"] * 2, "method": ["dual"] * 2, "radius": [0.0, 0.5],
+                              "certified_accuracy": [70.0, 45.0], "version": ["v3"] * 2, "source": ["url"] * 2,
+                              "test_set": ["all"] * 2})
+    claims = pd.DataFrame({"key": ["inference_overhead"], "paper": ["dual RS"], "method": ["dual"],
+                           "radius": [np.nan], "value": [60.0], "unit": ["%"], "wording": ["w"],
+                           "version": ["v3"], "source": ["url"]})
+    monkeypatch.setattr(report, "published_table", lambda name: published if name == "paper" else None)
+    monkeypatch.setattr(report, "published_claims", lambda name: claims if name == "paper" else None)
+    # 8 of 10 correct at r=0, 3 of them with radius ≥ 0.5
+    dual = _global([0.9, 0.6, 0.5, 0.2, 0.1, 0.1, 0.3, 0.2, 0.0, 0.0], [1] * 8 + [0, 0], time=[3.0] * 10)
+    methods = {"global σ=0.5": _global([0.1] * 10, [1] * 10, time=[1.0] * 10),
+               "global σ=1": _global([0.1] * 10, [1] * 10, time=[3.0] * 10), "dual": dual}
+    table = vs_paper_table(methods, "paper", ["global σ=0.5", "global σ=1"])
+    accuracy = table[table["metric"] == "certified accuracy (%)"].set_index("radius")
+    np.testing.assert_allclose(accuracy["reproduced"], [80.0, 30.0])
+    np.testing.assert_allclose(accuracy["difference"], [10.0, -15.0])
+    # Clopper–Pearson 95% for 8/10 and 3/10 (beta quantiles, e.g. Agresti & Coull 1998)
+    np.testing.assert_allclose(accuracy["ci_low"], [44.39, 6.67], atol=0.01)
+    np.testing.assert_allclose(accuracy["ci_high"], [97.48, 65.25], atol=0.01)
+    assert list(accuracy["n"]) == [10, 10]
+    overhead = table[table["metric"] == "inference overhead (%)"].iloc[0]
+    assert overhead["reproduced"] == pytest.approx(50.0) and overhead["difference"] == pytest.approx(-10.0)
+    assert vs_paper_table(methods, "unpublished", ["global σ=0.5"]).empty
+
+
+def test_published_numbers_carry_source_and_version():
+    table = published_table("cifar10")
+    assert table is not None and {"version", "source"} <= set(table.columns)
+    assert table["source"].str.len().gt(0).all() and table["version"].str.fullmatch(r"v\d").all()
+    assert ((table["certified_accuracy"] >= 0) & (table["certified_accuracy"] <= 100)).all()
+    assert published_table("digits") is None
+
+
+def test_latex_table_formats_columns_drops_all_zero_ones_and_compiles(tmp_path):
+    table = pd.DataFrame({"r=0": [71.25, 80.0], "r=2": [0.0, 0.0], "ACR": [0.51234, 0.6], "n": [500, 500],
+                          "s/input": [12.3456, 0.0012345]},
+                         index=pd.Index(["global σ=0.25", "dual (finetuned, round 1) & 50%_x"], name="method"))
+    latex = latex_table(table)
+    assert latex.isascii() and r"global $\sigma$=0.25" in latex and r"\& 50\%\_x" in latex
+    assert "71.2 & 0.512 & 500 & 12.3" in latex and "0.00123" in latex and "r=2" not in latex
+    assert latex.count(r"\toprule") == 1 and latex.count(r"\midrule") == 1 and latex.count(r"\\") == 3
+    markdown = markdown_table(table)
+    assert "r=2" not in markdown and "0.512" in markdown and "500.0" not in markdown
+    paths = write_tables(table, tmp_path / "t.csv")
+    assert "r=2" in paths[0].read_text() and "r=2" not in paths[2].read_text()
+    document = tmp_path / "doc.tex"
+    document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                        f"\\input{{{paths[2].name}}}\n\\end{{document}}\n")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
+
+
+def _line_colours(figure):
+    return {line.get_label(): to_hex(line.get_color()) for ax in figure.axes for line in ax.get_lines()}
+
+
+def test_a_method_has_one_colour_in_every_figure():
+    dual, cascade = _frame([0.5, 0.2], [1, 1], sigma=[0.5, 1.0]), _frame([0.3, 0.1], [1, 0])
+    first = curves_figure({"cascade": cascade, "global σ=1": _frame([0.4, 0.9], [1, 1]),
+                           "dual (finetuned, round 1)": dual}, "a")
+    second = curves_figure({"dual (finetuned, round 1)": dual, "global σ=0.5": _frame([0.2, 0.3], [1, 1])}, "b")
+    comparison = pd.DataFrame({"method": ["dual (finetuned, round 1)"], "paper_method": ["dual RS"], "version": ["v3"],
+                               "metric": ["certified accuracy (%)"], "radius": [0.25], "published": [60.0]})
+    third = vs_paper_figure({"dual (finetuned, round 1)": dual}, comparison, "c")
+    colours = [_line_colours(f) for f in (first, second)]
+    dual_colour = method_colour("dual (finetuned, round 1)")
+    assert colours[0]["dual (finetuned, round 1)"] == colours[1]["dual (finetuned, round 1)"] == dual_colour
+    assert _line_colours(third)["dual (finetuned, round 1) (reproduced)"] == dual_colour
+    names = ("global σ=0.25", "global σ=0.5", "global σ=1", ORACLE, "cascade", "dual (off-the-shelf)",
+             "dual (finetuned)", "dual (finetuned, round 2)", "dual (finetuned, estimator retrained, round 2)", "router")
+    assert len({method_colour(n) for n in names}) == len(names)

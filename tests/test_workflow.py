@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import REPO, snakemake
+from pipeline import REPO, fake_paper_weights, snakemake
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 
@@ -20,9 +20,12 @@ def workdir(tmp_path):
 
 def test_whole_dag_on_a_tiny_config(workdir):
     snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    rows = {"tiny": ["global σ=0.25", "global σ=0.5", "expert dds-0.5", "cascade", "dual (off-the-shelf)",
-                     "dual (finetuned, round 1)", "router"],
-            "tiny_dds": ["global σ=0.25", "global σ=0.5", "cascade", "dual (off-the-shelf)", "dual (finetuned, round 1)"]}
+    oracle, cascades = "oracle over global σ (not a certificate)", ["cascade (Multiscale, as published)",
+                                                                     "cascade (union bound)"]
+    rows = {"tiny": ["global σ=0.25", "global σ=0.5", oracle, "expert dds-0.5", *cascades, "dual (off-the-shelf)",
+                     "dual (finetuned)", "dual (finetuned, estimator retrained, round 1)", "router"],
+            "tiny_dds": ["global σ=0.25", "global σ=0.5", oracle, *cascades, "dual (off-the-shelf)",
+                         "dual (finetuned)"]}
     for name, methods in rows.items():
         table = pd.read_csv(workdir / "results" / "tables" / f"{name}.csv", index_col="method")
         assert list(table.index) == methods and (table["n"] == table["n"].iloc[0]).all()
@@ -31,36 +34,34 @@ def test_whole_dag_on_a_tiny_config(workdir):
         for figure in ("certified_accuracy", "delta_rc_ecdf"):
             assert (figures / f"{figure}.png").stat().st_size > 0 and (figures / f"{figure}.pdf").stat().st_size > 0
         assert (workdir / "results" / "tables" / f"{name}.json").stat().st_size > 0
-    dual = pd.read_csv(workdir / "results" / "tiny" / "certify" / "dual" / "it1.tsv", sep="\t")
-    assert list(dual["idx"]) == list(range(0, 540, 30))
-    assert ((dual["radius"] <= dual[["r_sigma", "r_c"]].min(axis=1) + 1e-9) | (dual["predict"] == -1)).all()
+    for stem in ("it1", "finetuned_it1"):
+        dual = pd.read_csv(workdir / "results" / "tiny" / "certify" / "dual" / f"{stem}.tsv", sep="\t")
+        assert list(dual["idx"]) == list(range(0, 540, 30))
+        assert ((dual["radius"] <= dual[["r_sigma", "r_c"]].min(axis=1) + 1e-9) | (dual["predict"] == -1)).all()
+    # the paper's headline row: round-0 estimator, no relabelling or estimator retraining
+    assert not (workdir / "results" / "tiny_dds" / "models" / "estimator_it1.safetensors").exists()
+    assert not (workdir / "results" / "tiny_dds" / "labels" / "it1").exists()
     assert (workdir / "results" / "tiny_dds" / "models" / "denoiser").is_dir()
     assert (workdir / "results" / "tiny_dds" / "models" / "it1" / "classifier_shared.safetensors").is_file()
     routed = pd.read_csv(workdir / "results" / "tiny" / "certify" / "router.tsv", sep="\t")
     assert set(routed["expert"].dropna()) <= {"noise-0.25", "noise-0.5", "dds-0.5"}
     assert ((routed["radius"] <= routed[["r_sigma", "r_c"]].min(axis=1) + 1e-9) | (routed["predict"] == -1)).all()
-    cascade = pd.read_csv(workdir / "results" / "tiny" / "certify" / "cascade.tsv", sep="\t")
-    assert set(cascade["stage"]) <= {0, 1} and set(cascade["sigma"].dropna()) <= {0.25, 0.5}
+    for variant in ("published", "union_bound"):
+        cascade = pd.read_csv(workdir / "results" / "tiny" / "certify" / f"cascade_{variant}.tsv", sep="\t")
+        assert set(cascade["stage"]) <= {0, 1} and set(cascade["sigma"].dropna()) <= {0.25, 0.5}
     # everything is up to date afterwards: nothing to rerun
     assert "Nothing to be done" in snakemake(workdir, "-n", "--cores", "2", "--configfile", str(TINY)).stdout
 
 
-def _fake_weights(workdir: Path) -> None:
-    for name in ("cifar10", "imagenet"):
-        (workdir / "models" / name).mkdir(parents=True)
-    for path in ("cifar10/improved_diffusion_50M", "imagenet/guided_diffusion_256_uncond"):
-        (workdir / "models" / path).mkdir()
-    for path in ("cifar10/vit_base_patch16_224_cifar10.safetensors", "imagenet/beit_large_patch16_512.safetensors"):
-        (workdir / "models" / path).touch()
-
-
-@pytest.mark.parametrize("name,certify_jobs", [("cifar10", 3 * 8 + 2 * 8), ("imagenet", 2 * 16 + 16)])
+@pytest.mark.parametrize("name,certify_jobs", [("cifar10", 3 * 8 + 2 * 8), ("imagenet", 2 * 16 + 2 * 16)])
 def test_paper_dags_list_every_denoised_smoothing_job(workdir, name, certify_jobs):
-    _fake_weights(workdir)
+    fake_paper_weights(workdir)
     out = snakemake(workdir, f"results/tables/{name}.csv", "-n", "--cores", "8", "--resources", "gpu=4").stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts["certify_global"] + counts["certify_dual"] == certify_jobs
+    # global sigmas, the round-0 estimator with round-0 and with finetuned classifiers (Table 1's rows)
+    assert counts["certify_global"] + counts["certify_dual"] + counts["certify_dual_finetuned"] == certify_jobs
+    assert counts["train_estimator"] == 1 and "label" in counts
     assert counts["fetch_pretrained"] == 1 and counts["report"] == 1 and counts["prepare_data"] == 1
     assert "--denoiser models/" in snakemake(workdir, "-n", "-p", "--cores", "8", f"results/tables/{name}.csv").stdout
 

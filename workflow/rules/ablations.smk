@@ -1,7 +1,8 @@
 # One-factor ablations of round-0 dual RS (round-0 classifiers, estimator trained from round-0 labels):
 # each varies one setting over the values in experiments.<experiment>.ablations and certifies the test
 # split with the experiment's certify settings; one table per ablation, one row per value.
-# A value equal to the experiment's own setting reuses its round-0 estimator and certificates.
+# A value equal to the experiment's own setting reuses its round-0 estimator and certificates; a `sigmas` value
+# (a candidate set Sigma) trains the estimator on those sigmas' round-0 labels and certifies with their classifiers.
 
 include: "ablations_common.smk"
 
@@ -42,10 +43,7 @@ rule ablation_estimator:
     input:
         ready,
         labels=lambda wc: ablation_labels(wc.experiment, wc.ablation, wc.value),
-        weights=lambda wc: (
-            [existing(exp(wc)["estimator"]["weights"], "estimator.weights", wc.experiment)]
-            if exp(wc)["estimator"]["weights"] else []
-        ),
+        weights=lambda wc: ablation_init_weights(wc.experiment, wc.ablation),
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/ablations/{ablation}/{value}/estimator.safetensors",
@@ -55,13 +53,12 @@ rule ablation_estimator:
         value=r"[^/]+",
     params:
         data=data_args,
-        labels=lambda wc, input: " ".join(f"--labels {fmt(s)}={p}" for s, p in zip(sigmas(wc.experiment), input.labels)),
-        arch=lambda wc: exp(wc)["estimator"]["arch"],
-        options=lambda wc: shlex.quote(json.dumps(exp(wc)["estimator"]["options"])),
+        labels=lambda wc, input: ablation_label_args(wc.experiment, wc.ablation, wc.value, input.labels),
+        model=lambda wc: ablation_model_args(wc.experiment, wc.ablation, wc.value),
         weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
         training=lambda wc: ablation_training_args(wc.experiment, wc.ablation, wc.value),
         optim=lambda wc: optim_args(exp(wc)["estimator"]["train"]),
-        sigma_e=lambda wc: sigma_e(wc.experiment),
+        sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
         denoiser=denoiser_arg,
         seed=config["seed"],
     log:
@@ -76,8 +73,8 @@ rule ablation_estimator:
     conda:
         "../envs/dualrs.yaml"
     shell:
-        "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
-        "--model-options {params.options} {params.weights} --sigma-e {params.sigma_e} {params.training} "
+        "dualrs train-estimator {params.data} {params.labels} {params.model} "
+        "{params.weights} --sigma-e {params.sigma_e} {params.training} "
         "{params.optim} {params.denoiser} --seed {params.seed} --threads {threads} --out {output.model} > {log} 2>&1"
 
 
@@ -85,7 +82,7 @@ rule ablation_certify:
     input:
         ready,
         estimator=lambda wc: ablation_estimator(wc.experiment, wc.ablation, wc.value),
-        classifiers=lambda wc: [classifier_checkpoint(wc.experiment, 0, s) for s in sigmas(wc.experiment)],
+        classifiers=lambda wc: list(ablation_classifiers(wc.experiment, wc.ablation, wc.value).values()),
         denoiser=denoiser_input,
     output:
         "results/{experiment}/ablations/{ablation}/{value}/shards/certify_shard{shard}.tsv",
@@ -94,8 +91,8 @@ rule ablation_certify:
         value=r"[^/]+",
     params:
         data=data_args,
-        classifiers=lambda wc: classifier_args(wc.experiment, 0),
-        sigma_e=lambda wc: sigma_e(wc.experiment),
+        classifiers=lambda wc: ablation_classifier_args(wc.experiment, wc.ablation, wc.value),
+        sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
         sampling=lambda wc: sampling_args(wc, "certify"),
         levels=lambda wc: ablation_levels(wc.experiment, wc.ablation, wc.value),
         denoiser=denoiser_arg,
@@ -151,7 +148,13 @@ rule ablation_report:
     input:
         lambda wc: [ablation_certificates(wc.experiment, wc.ablation, v) for v in ablation_values(wc.experiment, wc.ablation)],
     output:
-        table="results/tables/ablations/{experiment}_{ablation}.csv",
+        table=report(
+            "results/tables/ablations/{experiment}_{ablation}.csv",
+            caption="../report/ablation.rst",
+            category="{experiment}",
+            subcategory="Ablations",
+            labels={"ablation": "{ablation}"},
+        ),
         markdown="results/tables/ablations/{experiment}_{ablation}.md",
         latex="results/tables/ablations/{experiment}_{ablation}.tex",
         metrics="results/tables/ablations/{experiment}_{ablation}.json",
@@ -160,7 +163,7 @@ rule ablation_report:
         ablation="|".join(ABLATIONS),
     params:
         dual_args=lambda wc, input: " ".join(
-            shlex.quote(f"--dual={ablation_row(wc.ablation, v)}={path}")
+            shlex.quote(f"--dual={ablation_row(wc.experiment, wc.ablation, v)}={path}")
             for v, path in zip(ablation_values(wc.experiment, wc.ablation), input)
         ),
         radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),

@@ -1,4 +1,5 @@
-# Test-set certificates: standard RS at each global sigma (round-0 classifiers) and dual RS per round.
+# Test-set certificates: standard RS at each global sigma (round-0 classifiers), dual RS per round, and
+# dual RS with round k-1's estimator and the classifiers finetuned under it (the paper's headline row).
 
 
 rule certify_global:
@@ -65,26 +66,43 @@ rule certify_dual:
         "--seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
+use rule certify_dual as certify_dual_finetuned with:
+    input:
+        ready,
+        estimator=lambda wc: f"results/{wc.experiment}/models/estimator_it{int(wc.it) - 1}.safetensors",
+        classifiers=lambda wc: [classifier_checkpoint(wc.experiment, wc.it, s) for s in sigmas(wc.experiment)],
+        denoiser=denoiser_input,
+    output:
+        "results/{experiment}/certify/dual/shards/finetuned_it{it}_shard{shard}.tsv",
+    log:
+        "logs/{experiment}/certify_dual/finetuned_it{it}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/certify_dual/finetuned_it{it}_shard{shard}.tsv"
+
+
 rule certify_cascade:
     input:
         ready,
         classifiers=lambda wc: [classifier_checkpoint(wc.experiment, 0, s) for s in sigmas(wc.experiment)],
         denoiser=denoiser_input,
     output:
-        "results/{experiment}/certify/shards/cascade_shard{shard}.tsv",
+        "results/{experiment}/certify/shards/cascade_{variant}_shard{shard}.tsv",
+    wildcard_constraints:
+        variant=CASCADE_VARIANTS,
     params:
         data=data_args,
         classifiers=lambda wc: classifier_args(wc.experiment, 0),
         sampling=lambda wc: sampling_args(wc, "certify"),
-        # The cascade's one guarantee spends the dual certificate's whole budget alpha + beta.
+        # The cascade spends the dual certificate's whole budget alpha + beta (the published variant's
+        # per-stage levels alpha/(k+1) sum to more; see dualrs.cascade).
         alpha=lambda wc: exp(wc)["certify"]["alpha"] + exp(wc)["certify"]["beta"],
         threshold=lambda wc: exp(wc)["cascade"]["threshold"],
         denoiser=denoiser_arg,
         seed=config["seed"],
     log:
-        "logs/{experiment}/certify_cascade/shard{shard}.log",
+        "logs/{experiment}/certify_cascade/{variant}_shard{shard}.log",
     benchmark:
-        "logs/{experiment}/benchmark/certify_cascade/shard{shard}.tsv"
+        "logs/{experiment}/benchmark/certify_cascade/{variant}_shard{shard}.tsv"
     threads: 1
     resources:
         gpu=gpu,
@@ -94,5 +112,5 @@ rule certify_cascade:
         "../envs/dualrs.yaml"
     shell:
         "dualrs certify-cascade {params.data} {params.classifiers} {params.denoiser} {params.sampling} "
-        "--alpha {params.alpha} --threshold {params.threshold} --seed {params.seed} --threads {threads} "
-        "--out {output} > {log} 2>&1"
+        "--alpha {params.alpha} --threshold {params.threshold} --variant {wildcards.variant} --seed {params.seed} "
+        "--threads {threads} --out {output} > {log} 2>&1"

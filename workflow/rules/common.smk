@@ -115,6 +115,11 @@ def check_experiment(name, cfg):
         raise WorkflowError(f"{where}.classifier.weights (one off-the-shelf model for every sigma) needs a `denoiser`")
     if cfg["iterations"] > 1 and "finetune" not in cfg:
         raise WorkflowError(f"{where}.iterations is {cfg['iterations']}, which needs a `finetune` block")
+    if "resolution" in cfg["data_options"] and cfg["data"] != "digits":
+        raise WorkflowError(f"{where}.data_options.resolution is an option of digits, not of {cfg['data']!r}")
+    if cfg["iterations"] > 2 and not cfg["retrain_estimator"]:
+        raise WorkflowError(f"{where}.iterations is {cfg['iterations']}: finetuning round k routes with round k-1's "
+                            "estimator, so rounds beyond 2 need retrain_estimator: true")
     spellings = {}
     for sigma in cfg["sigmas"]:
         spelling = fmt(sigma)
@@ -179,13 +184,16 @@ def ready(wildcards):
 def data_args(wildcards):
     """CLI arguments naming the prepared dataset and its options."""
     data = exp(wildcards)["data"]
-    options = json.dumps(config["data"].get(data, {}))
+    options = json.dumps({**config["data"].get(data, {}), **exp(wildcards)["data_options"]})
     return f"--dataset {data} --root data/{data} --data-options {shlex.quote(options)}"
 
 
 def optim_args(settings, batch_flag="--batch-size"):
     args = f"--epochs {settings['epochs']} {batch_flag} {settings['batch_size']} --lr {settings['lr']}"
-    return args + f" --weight-decay {settings.get('weight_decay', 0.0)} --num-workers {settings.get('num_workers', 0)}"
+    args += f" --weight-decay {settings.get('weight_decay', 0.0)} --num-workers {settings.get('num_workers', 0)}"
+    args += f" --optimizer {settings.get('optimizer', 'adam')} --gamma {settings.get('gamma', 0.5)}"
+    milestones = settings.get("milestones", [])
+    return args + (f" --milestones {' '.join(str(m) for m in milestones)}" if milestones else "")
 
 
 def existing(path, key, name):
@@ -257,12 +265,33 @@ def sampling_args(wildcards, stage):
     return sampling_flags(wildcards, exp(wildcards)[stage])
 
 
+def estimator_target_args(estimator):
+    """--temperature (absent: the paper's plain softmax of the radii) and --radius-weight of train-estimator."""
+    temperature = estimator.get("temperature")
+    args = f"--temperature {temperature} " if temperature is not None else ""
+    return args + f"--radius-weight {estimator.get('radius_weight', 'strong')}"
+
+
+def estimator_rounds(name):
+    """Rounds whose estimator is trained: only round 0 unless retrain_estimator (Sun et al., Sec. 5.2)."""
+    cfg = EXPERIMENTS[name]
+    return range(cfg["iterations"]) if cfg["retrain_estimator"] else range(1)
+
+
 def dual_names(name):
-    """Report row name of each estimator round."""
+    """Report row name -> certificate stem under certify/dual/ of each (estimator, classifiers) pair.
+
+    ``it<k>``: estimator and classifiers of round k; ``finetuned_it<k>``: round k-1's estimator with the
+    classifiers finetuned under it (round 1 is the paper's headline row, Sun et al., Table 1)."""
     rounds = EXPERIMENTS[name]["iterations"]
     if rounds == 1:
-        return {0: "dual"}
-    return {it: "dual (off-the-shelf)" if it == 0 else f"dual (finetuned, round {it})" for it in range(rounds)}
+        return {"dual": "it0"}
+    names = {"dual (off-the-shelf)": "it0"}
+    for it in range(1, rounds):
+        names["dual (finetuned)" if it == 1 else f"dual (finetuned, round {it})"] = f"finetuned_it{it}"
+    for it in estimator_rounds(name)[1:]:
+        names[f"dual (finetuned, estimator retrained, round {it})"] = f"it{it}"
+    return names
 
 
 def gpu(wildcards):
@@ -273,8 +302,10 @@ def mem_mb(wildcards):
     return exp(wildcards)["resources"]["mem_mb"]
 
 
-def runtime(wildcards):
-    return exp(wildcards)["resources"]["runtime"]
+def runtime(wildcards, attempt):
+    """Minutes per job, times the attempt: a job retried after its time limit resumes from its
+    ``.partial`` table with more time (the Slurm profile's ``retries``)."""
+    return exp(wildcards)["resources"]["runtime"] * attempt
 
 
 def table_outputs(name):
@@ -354,13 +385,18 @@ def expert_table(name, spec, split):
     return f"results/{name}/router/{split}/{spec['name']}.tsv"
 
 
+CASCADE_ROWS = {"published": "cascade (Multiscale, as published)", "union_bound": "cascade (union bound)"}
+CASCADE_VARIANTS = "|".join(CASCADE_ROWS)  # dualrs certify-cascade --variant
+
+
 def report_rows(name):
     """(flag, row name, certificate TSV) of every row of the experiment's table after the global ones;
     an expert that is one of the global runs has no row of its own."""
     rows = [("--method", f"expert {e['name']}", expert_table(name, e, "certify"))
             for e in router_experts(name) if global_twin(name, e) is None]
-    rows.append(("--method", "cascade", f"results/{name}/certify/cascade.tsv"))
-    rows += [("--dual", row, f"results/{name}/certify/dual/it{it}.tsv") for it, row in dual_names(name).items()]
+    rows += [("--method", CASCADE_ROWS[v], f"results/{name}/certify/cascade_{v}.tsv")
+             for v in EXPERIMENTS[name]["cascade"]["variants"]]
+    rows += [("--dual", row, f"results/{name}/certify/dual/{stem}.tsv") for row, stem in dual_names(name).items()]
     if router_experts(name):
         rows.append(("--dual", "router", f"results/{name}/certify/router.tsv"))
     return rows

@@ -21,6 +21,7 @@ rule train_estimator:
         weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
         optim=lambda wc: optim_args(exp(wc)["estimator"]["train"]),
         estimator=lambda wc: exp(wc)["estimator"],
+        targets=lambda wc: estimator_target_args(exp(wc)["estimator"]),
         sigma_e=lambda wc: sigma_e(wc.experiment),
         denoiser=denoiser_arg,
         seed=config["seed"],
@@ -38,6 +39,6 @@ rule train_estimator:
     shell:
         "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
         "--model-options {params.options} {params.weights} --sigma-e {params.sigma_e} "
-        "--temperature {params.estimator[temperature]} --lam {params.estimator[lam]} "
+        "{params.targets} --lam {params.estimator[lam]} "
         "--eta {params.estimator[eta]} --copies {params.estimator[copies]} {params.optim} "
         "{params.denoiser} --seed {params.seed} --threads {threads} --out {output.model} > {log} 2>&1"

@@ -1,4 +1,9 @@
-# One table (csv/md/tex/json + the curves as csv) and one figure folder per experiment.
+# One table (csv/md/tex/json + the curves as csv) and one figure folder per experiment, with the share
+# of the oracle's headroom each non-global row captures (_headroom) and the comparison with the paper's
+# numbers (_vs_paper: empty, with a note, for an experiment without published numbers in
+# dualrs/published_numbers.yaml; the figure vs_paper only where there are some).
+# `snakemake --report report.html` holds the table, headroom and vs_paper tables (each rendered in its
+# description, workflow/report/*.rst) and the PNG figures, under the experiment's category.
 
 
 localrules:
@@ -10,12 +15,41 @@ rule report:
         global_tables=lambda wc: [f"results/{wc.experiment}/certify/global/sigma{fmt(s)}.tsv" for s in sigmas(wc.experiment)],
         rows=lambda wc: [path for _, _, path in report_rows(wc.experiment)],
     output:
-        table="results/tables/{experiment}.csv",
+        table=report(
+            "results/tables/{experiment}.csv",
+            caption="../report/table.rst",
+            category="{experiment}",
+            subcategory="Tables",
+            labels={"table": "certified accuracy"},
+        ),
         markdown="results/tables/{experiment}.md",
         latex="results/tables/{experiment}.tex",
         metrics="results/tables/{experiment}.json",
         curves="results/tables/{experiment}_curve.csv",
-        figures=directory("results/figures/{experiment}"),
+        headroom=report(
+            "results/tables/{experiment}_headroom.csv",
+            caption="../report/headroom.rst",
+            category="{experiment}",
+            subcategory="Tables",
+            labels={"table": "headroom share"},
+        ),
+        headroom_markdown="results/tables/{experiment}_headroom.md",
+        vs_paper=report(
+            "results/tables/{experiment}_vs_paper.csv",
+            caption="../report/vs_paper.rst",
+            category="{experiment}",
+            subcategory="Tables",
+            labels={"table": "vs paper"},
+        ),
+        vs_paper_markdown="results/tables/{experiment}_vs_paper.md",
+        figures=report(
+            directory("results/figures/{experiment}"),
+            patterns=["{name}.png"],
+            caption="../report/figure.rst",
+            category="{experiment}",
+            subcategory="Figures",
+            labels={"figure": "{name}"},
+        ),
     params:
         global_args=lambda wc, input: " ".join(f"--global {fmt(s)}={p}" for s, p in zip(sigmas(wc.experiment), input.global_tables)),
         row_args=lambda wc: " ".join(shlex.quote(f"{flag}={name}={path}") for flag, name, path in report_rows(wc.experiment)),
@@ -32,4 +66,5 @@ rule report:
         "../envs/dualrs.yaml"
     shell:
         "dualrs report {params.global_args} {params.row_args} --radii {params.radii} "
-        "--title {wildcards.experiment} --table {output.table} --figures {output.figures} > {log} 2>&1"
+        "--title {wildcards.experiment} --table {output.table} --figures {output.figures} "
+        "--published {wildcards.experiment} > {log} 2>&1"

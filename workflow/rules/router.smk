@@ -53,6 +53,10 @@ rule train_router:
         options=lambda wc: shlex.quote(json.dumps(exp(wc)["estimator"]["options"])),
         optim=lambda wc: optim_args(exp(wc)["estimator"]["train"]),
         estimator=lambda wc: exp(wc)["estimator"],
+        targets=lambda wc: estimator_target_args(exp(wc)["estimator"]),
+        expert_sigmas=lambda wc: " ".join(
+            f"--expert-sigma {e['name']}={e['sigma']}" for e in router_experts(wc.experiment)
+        ),
         sigma_e=lambda wc: sigma_e(wc.experiment),
         denoiser=denoiser_arg,
         seed=config["seed"],
@@ -70,7 +74,7 @@ rule train_router:
     shell:
         "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
         "--model-options {params.options} --sigma-e {params.sigma_e} "
-        "--temperature {params.estimator[temperature]} --lam {params.estimator[lam]} "
+        "{params.targets} {params.expert_sigmas} --lam {params.estimator[lam]} "
         "--eta {params.estimator[eta]} --copies {params.estimator[copies]} {params.optim} "
         "{params.denoiser} --seed {params.seed} --threads {threads} --out {output.model} > {log} 2>&1"
 

@@ -1,0 +1,59 @@
+"""Certify a user's own model on a user's own dataset, outside the pipeline.
+
+:func:`certify_dataset` runs Cohen et al.'s CERTIFY on every (``every``-th) item of a torch
+``Dataset`` with the pipeline's per-input seeded noise and resumable TSV writer, so it gives the
+same certificates as ``dualrs certify-global`` on the same model, items and seed, and an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from dualrs.smoothing import Smooth, device_of
+from dualrs.tables import GLOBAL_COLUMNS, read_table
+from dualrs.tasks import Sampling, certify_split, resolve_device, smoothed_row
+
+
+def module_digest(model: nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and bytes): identifies it in resume settings."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def certify_dataset(
+    model: nn.Module, dataset: Dataset, sigma: float, *, n0: int, n: int, alpha: float, batch_size: int,
+    out: Path | str | None = None, seed: int = 0, every: int = 1, num_classes: int | None = None,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Certify every ``every``-th item ``(x, label)`` of ``dataset`` with the smoothed ``model`` at noise ``sigma``.
+
+    Returns Cohen et al.'s table (idx label predict radius correct time; predict -1 abstains) and,
+    when ``out`` is given, writes it there as TSV, resuming ``<out>.partial`` left by an interrupted
+    run with the same settings. ``num_classes`` defaults to the width of the model's output on the
+    first item; ``device`` (default: where the model is; ``"auto"``: CUDA when available) is where
+    the model is moved and the noise is drawn.
+    """
+    device = device_of(model) if device is None else resolve_device(str(device))
+    model = model.to(device).eval()
+    if num_classes is None:
+        with torch.no_grad():
+            num_classes = int(model(dataset[0][0][None].to(device)).shape[-1])
+    sampling = Sampling(n0, n, batch_size, seed, every)
+    settings = {"sigma": sigma, "alpha": alpha, "num_classes": num_classes, "model": module_digest(model),
+                "num_items": len(dataset)}
+    row = smoothed_row(Smooth(model, num_classes, sigma), sampling, alpha)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(out) if out is not None else Path(scratch) / "certificates.tsv"
+        certify_split(dataset, sampling, "certify", row, path, GLOBAL_COLUMNS, device, settings)
+        return read_table(path)
