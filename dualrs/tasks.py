@@ -331,6 +331,11 @@ def train_estimator_model(
     informative = informative_rows(radii[keep])
     dropped = int((~informative).sum())
     print(f"dropped {dropped} of {len(keep)} training samples certified under no candidate")
+    if not informative.any():
+        raise ValueError(f"none of the {len(keep)} labelled training inputs is certified under any candidate, so "
+                         "the estimator has nothing to learn from: with label.n draws the largest lower bound is "
+                         "alpha^(1/n), which must exceed 1/2 (n > log(alpha) / log(1/2)), and the classifiers "
+                         "must be right on some training inputs")
     idx, radii = idx[keep][informative], radii[keep][informative]
     train = data.split("train")
     x = torch.stack([train[int(i)][0] for i in idx])

@@ -322,3 +322,19 @@ def test_a_sigma_set_ablation_runs_end_to_end(workdir):
                                100 * certified_accuracy(baseline, radii), atol=0.05)
     np.testing.assert_allclose(table.loc["sigmas={0.25, 0.5}", [f"r={r:g}" for r in radii]],
                                100 * certified_accuracy(dual, radii), atol=0.05)
+
+
+def test_labels_certified_under_no_sigma_are_one_error_before_training(tmp_path):
+    """An all-zero radius table (e.g. label.n too small for alpha) leaves nothing to train on: one clear error."""
+    prepare_dataset("digits", tmp_path / "data", seed=0)
+    idx = np.arange(0, 50, 5)
+    paths = {}
+    for sigma in (0.25, 0.5):
+        frame = pd.DataFrame({"idx": idx, "label": 0, "predict": -1, "count": 0, "pA_lower": 0.3, "radius": 0.0,
+                              "correct": 0})
+        paths[sigma] = tmp_path / f"sigma{sigma}.tsv"
+        write_table(paths[sigma], frame)
+    out = tmp_path / "estimator.safetensors"
+    with pytest.raises(SystemExit, match="none of the 10 labelled training inputs is certified"):
+        main(_train_estimator_args(tmp_path, paths, out))
+    assert not out.exists()
