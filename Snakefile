@@ -8,6 +8,8 @@ min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
 report: "workflow/report/workflow.rst"
 
 
@@ -24,6 +26,6 @@ include: "workflow/rules/ablations.smk"
 
 
 rule all:
+    default_target: True
     input:
         default_targets(),
-    default_target: True

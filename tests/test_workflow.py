@@ -86,3 +86,29 @@ def test_lint_is_clean():
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"),
                              "--directory", str(REPO)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_are_snakefmt_clean():
+    """The Snakefile and every rule file are formatted as snakefmt (the workflow catalog's formatter) writes them."""
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_conda_env_installs_the_tested_versions_and_this_package():
+    """workflow/envs/dualrs.yaml (for `--software-deployment-method conda`) installs requirements.txt and the
+    package itself, paths relative to its folder, on a Python that pyproject.toml admits."""
+    import yaml
+
+    env_file = REPO / "workflow" / "envs" / "dualrs.yaml"
+    env = yaml.safe_load(env_file.read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert (env_file.parent / pip[0].removeprefix("-r ")).resolve() == REPO / "requirements.txt"
+    assert (env_file.parent / pip[1].removeprefix("-e ")).resolve() == REPO
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert tuple(int(v) for v in python.split("=")[1].split(".")) >= (3, 10)
+    # every rule that runs a command declares the environment (`use rule ... with:` inherits it)
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in path.read_text().split("\nrule ")[1:]:
+            if "shell:" in block:
+                assert 'conda:\n        "../envs/dualrs.yaml"' in block, f"{path.name}: rule {block.split(':')[0]}"

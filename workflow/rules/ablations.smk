@@ -4,6 +4,7 @@
 # A value equal to the experiment's own setting reuses its round-0 estimator and certificates; a `sigmas` value
 # (a candidate set Sigma) trains the estimator on those sigmas' round-0 labels and certifies with their classifiers.
 
+
 include: "ablations_common.smk"
 
 
@@ -14,25 +15,25 @@ rule ablation_label:
         denoiser=denoiser_input,
     output:
         "results/{experiment}/ablations/n_label/{value}/labels/shards/sigma{sigma}_shard{shard}.tsv",
+    log:
+        "logs/{experiment}/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.tsv"
     wildcard_constraints:
         value=r"[0-9]+",
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         sampling=label_sampling_args,
         alpha=lambda wc: exp(wc)["label"]["alpha"],
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs label {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
@@ -48,12 +49,25 @@ rule ablation_estimator:
     output:
         model="results/{experiment}/ablations/{ablation}/{value}/estimator.safetensors",
         meta="results/{experiment}/ablations/{ablation}/{value}/estimator.json",
+    log:
+        "logs/{experiment}/ablations/{ablation}/{value}/train_estimator.log",
+    benchmark:
+        "logs/{experiment}/benchmark/ablations/{ablation}/{value}/train_estimator.tsv"
     wildcard_constraints:
         ablation="|".join(ESTIMATOR_ABLATIONS),
         value=r"[^/]+",
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
-        labels=lambda wc, input: ablation_label_args(wc.experiment, wc.ablation, wc.value, input.labels),
+        labels=lambda wc, input: ablation_label_args(
+            wc.experiment, wc.ablation, wc.value, input.labels
+        ),
         model=lambda wc: ablation_model_args(wc.experiment, wc.ablation, wc.value),
         weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
         training=lambda wc: ablation_training_args(wc.experiment, wc.ablation, wc.value),
@@ -61,17 +75,6 @@ rule ablation_estimator:
         sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/ablations/{ablation}/{value}/train_estimator.log",
-    benchmark:
-        "logs/{experiment}/benchmark/ablations/{ablation}/{value}/train_estimator.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs train-estimator {params.data} {params.labels} {params.model} "
         "{params.weights} --sigma-e {params.sigma_e} {params.training} "
@@ -82,32 +85,36 @@ rule ablation_certify:
     input:
         ready,
         estimator=lambda wc: ablation_estimator(wc.experiment, wc.ablation, wc.value),
-        classifiers=lambda wc: list(ablation_classifiers(wc.experiment, wc.ablation, wc.value).values()),
+        classifiers=lambda wc: list(
+            ablation_classifiers(wc.experiment, wc.ablation, wc.value).values()
+        ),
         denoiser=denoiser_input,
     output:
         "results/{experiment}/ablations/{ablation}/{value}/shards/certify_shard{shard}.tsv",
-    wildcard_constraints:
-        ablation="|".join(ABLATIONS),
-        value=r"[^/]+",
-    params:
-        data=data_args,
-        classifiers=lambda wc: ablation_classifier_args(wc.experiment, wc.ablation, wc.value),
-        sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
-        sampling=lambda wc: sampling_args(wc, "certify"),
-        levels=lambda wc: ablation_levels(wc.experiment, wc.ablation, wc.value),
-        denoiser=denoiser_arg,
-        seed=config["seed"],
     log:
         "logs/{experiment}/ablations/{ablation}/{value}/certify_shard{shard}.log",
     benchmark:
         "logs/{experiment}/benchmark/ablations/{ablation}/{value}/certify_shard{shard}.tsv"
+    wildcard_constraints:
+        ablation="|".join(ABLATIONS),
+        value=r"[^/]+",
+    conda:
+        "../envs/dualrs.yaml"
     threads: 1
     resources:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
+    params:
+        data=data_args,
+        classifiers=lambda wc: ablation_classifier_args(
+            wc.experiment, wc.ablation, wc.value
+        ),
+        sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
+        sampling=lambda wc: sampling_args(wc, "certify"),
+        levels=lambda wc: ablation_levels(wc.experiment, wc.ablation, wc.value),
+        denoiser=denoiser_arg,
+        seed=config["seed"],
     shell:
         "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
         "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "
@@ -123,30 +130,38 @@ rule merge_ablation_shards:
     input:
         lambda wc: [
             f"results/{wc.experiment}/ablations/{wc.folder}/shards/{wc.name}_shard{k}.tsv"
-            for k in range(num_shards(wc.experiment, "labels" if wc.name.startswith("sigma") else "certify"))
+            for k in range(
+                num_shards(
+                    wc.experiment,
+                    "labels" if wc.name.startswith("sigma") else "certify",
+                )
+            )
         ],
     output:
         "results/{experiment}/ablations/{folder}/{name}.tsv",
-    wildcard_constraints:
-        folder=rf"({'|'.join(ABLATIONS)})/[^/]+(/labels)?",
-        name=r"certify|sigma[0-9]+(\.[0-9]+)?",
     log:
         "logs/{experiment}/ablations/{folder}/merge_{name}.log",
     benchmark:
         "logs/{experiment}/benchmark/ablations/{folder}/merge_{name}.tsv"
+    wildcard_constraints:
+        folder=rf"({'|'.join(ABLATIONS)})/[^/]+(/labels)?",
+        name=r"certify|sigma[0-9]+(\.[0-9]+)?",
+    conda:
+        "../envs/dualrs.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs merge {input} --out {output} > {log} 2>&1"
 
 
 rule ablation_report:
     input:
-        lambda wc: [ablation_certificates(wc.experiment, wc.ablation, v) for v in ablation_values(wc.experiment, wc.ablation)],
+        lambda wc: [
+            ablation_certificates(wc.experiment, wc.ablation, v)
+            for v in ablation_values(wc.experiment, wc.ablation)
+        ],
     output:
         table=report(
             "results/tables/ablations/{experiment}_{ablation}.csv",
@@ -159,24 +174,24 @@ rule ablation_report:
         latex="results/tables/ablations/{experiment}_{ablation}.tex",
         metrics="results/tables/ablations/{experiment}_{ablation}.json",
         curves="results/tables/ablations/{experiment}_{ablation}_curve.csv",
+    log:
+        "logs/{experiment}/ablations/{ablation}/report.log",
+    benchmark:
+        "logs/{experiment}/benchmark/ablations/{ablation}/report.tsv"
     wildcard_constraints:
         ablation="|".join(ABLATIONS),
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         dual_args=lambda wc, input: " ".join(
             shlex.quote(f"--dual={ablation_row(wc.experiment, wc.ablation, v)}={path}")
             for v, path in zip(ablation_values(wc.experiment, wc.ablation), input)
         ),
         radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),
-    log:
-        "logs/{experiment}/ablations/{ablation}/report.log",
-    benchmark:
-        "logs/{experiment}/benchmark/ablations/{ablation}/report.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs report {params.dual_args} --radii {params.radii} --table {output.table} > {log} 2>&1"
 

@@ -1,13 +1,26 @@
 # Ablation settings: value spellings in paths, which runs an ablation value reuses, CLI arguments.
 
-ABLATIONS = ("lam", "labels", "n_label", "train_fraction", "alpha_beta", "temperature", "radius_weight",
-             "class_weight", "estimator_arch", "sigmas")
-ESTIMATOR_ABLATIONS = tuple(ablation for ablation in ABLATIONS if ablation != "alpha_beta")
+ABLATIONS = (
+    "lam",
+    "labels",
+    "n_label",
+    "train_fraction",
+    "alpha_beta",
+    "temperature",
+    "radius_weight",
+    "class_weight",
+    "estimator_arch",
+    "sigmas",
+)
+ESTIMATOR_ABLATIONS = tuple(
+    ablation for ablation in ABLATIONS if ablation != "alpha_beta"
+)
 
 
 def ablation_value(ablation, value):
     """Path spelling of a configured value: 10, hard, 1000, 0.5, 0.0005_0.0015 ([alpha, beta]), plain,
-    digits_mlp, timm-resnet18 (timm/resnet18), 0.25_1 (the candidate set [0.25, 1.0])."""
+    digits_mlp, timm-resnet18 (timm/resnet18), 0.25_1 (the candidate set [0.25, 1.0]).
+    """
     if ablation == "alpha_beta":
         return "_".join(fmt(level) for level in value)
     if ablation == "sigmas":
@@ -24,7 +37,9 @@ def ablation_setting(name, ablation, value):
     for setting in EXPERIMENTS[name]["ablations"][ablation]:
         if ablation_value(ablation, setting) == value:
             return setting
-    raise WorkflowError(f"config: experiments.{name}.ablations.{ablation} has no value spelled {value!r}")
+    raise WorkflowError(
+        f"config: experiments.{name}.ablations.{ablation} has no value spelled {value!r}"
+    )
 
 
 def ablation_row(name, ablation, value):
@@ -44,7 +59,9 @@ def ablation_values(name, ablation):
     """Path values of one configured ablation; one error naming the key when it is not configured."""
     settings = EXPERIMENTS[name].get("ablations", {})
     if ablation not in settings:
-        raise WorkflowError(f"config: experiments.{name}.ablations has no `{ablation}` list")
+        raise WorkflowError(
+            f"config: experiments.{name}.ablations has no `{ablation}` list"
+        )
     return [ablation_value(ablation, v) for v in settings[ablation]]
 
 
@@ -54,8 +71,10 @@ def check_sigma_sets(name, cfg):
     for subset in cfg.get("ablations", {}).get("sigmas", []):
         spelled = {fmt(sigma) for sigma in subset}
         if len(spelled) < 2 or len(spelled) != len(subset) or not spelled <= own:
-            raise WorkflowError(f"config: experiments.{name}.ablations.sigmas: {subset} is not a set of at least two "
-                                f"distinct sigmas of experiments.{name}.sigmas = {cfg['sigmas']}")
+            raise WorkflowError(
+                f"config: experiments.{name}.ablations.sigmas: {subset} is not a set of at least two "
+                f"distinct sigmas of experiments.{name}.sigmas = {cfg['sigmas']}"
+            )
 
 
 def check_ablations(name, cfg):
@@ -64,8 +83,10 @@ def check_ablations(name, cfg):
     for ablation, values in cfg.get("ablations", {}).items():
         spelled = [ablation_value(ablation, v) for v in values]
         if len(set(spelled)) != len(spelled):
-            raise WorkflowError(f"config: experiments.{name}.ablations.{ablation} has values that coincide "
-                                f"in paths: {spelled}")
+            raise WorkflowError(
+                f"config: experiments.{name}.ablations.{ablation} has values that coincide "
+                f"in paths: {spelled}"
+            )
 
 
 for _name, _cfg in EXPERIMENTS.items():
@@ -115,13 +136,22 @@ def ablation_sigma_e(name, ablation, value):
 def ablation_labels(name, ablation, value):
     """Per-sigma label tables the estimator of this ablation value is trained on."""
     if ablation == "n_label" and not is_experiment_setting(name, ablation, value):
-        return [f"{ablation_dir(name, ablation, value)}/labels/sigma{fmt(s)}.tsv" for s in sigmas(name)]
-    return [f"results/{name}/labels/it0/sigma{fmt(s)}.tsv" for s in ablation_sigmas(name, ablation, value)]
+        return [
+            f"{ablation_dir(name, ablation, value)}/labels/sigma{fmt(s)}.tsv"
+            for s in sigmas(name)
+        ]
+    return [
+        f"results/{name}/labels/it0/sigma{fmt(s)}.tsv"
+        for s in ablation_sigmas(name, ablation, value)
+    ]
 
 
 def ablation_label_args(name, ablation, value, labels):
     """--labels SIGMA=TSV of each candidate sigma of the ablation value."""
-    return " ".join(f"--labels {fmt(s)}={path}" for s, path in zip(ablation_sigmas(name, ablation, value), labels))
+    return " ".join(
+        f"--labels {fmt(s)}={path}"
+        for s, path in zip(ablation_sigmas(name, ablation, value), labels)
+    )
 
 
 def label_sampling_args(wildcards):
@@ -160,11 +190,17 @@ def ablation_certificates(name, ablation, value):
 
 def ablation_classifiers(name, ablation, value):
     """Round-0 classifier checkpoint of each candidate sigma of the ablation value."""
-    return {s: classifier_checkpoint(name, 0, s) for s in ablation_sigmas(name, ablation, value)}
+    return {
+        s: classifier_checkpoint(name, 0, s)
+        for s in ablation_sigmas(name, ablation, value)
+    }
 
 
 def ablation_classifier_args(name, ablation, value):
-    return " ".join(f"--classifier {fmt(s)}={path}" for s, path in ablation_classifiers(name, ablation, value).items())
+    return " ".join(
+        f"--classifier {fmt(s)}={path}"
+        for s, path in ablation_classifiers(name, ablation, value).items()
+    )
 
 
 def ablation_levels(name, ablation, value):
@@ -172,7 +208,10 @@ def ablation_levels(name, ablation, value):
     if ablation == "alpha_beta":
         alpha, beta = value.split("_")
     else:
-        alpha, beta = EXPERIMENTS[name]["certify"]["alpha"], EXPERIMENTS[name]["certify"]["beta"]
+        alpha, beta = (
+            EXPERIMENTS[name]["certify"]["alpha"],
+            EXPERIMENTS[name]["certify"]["beta"],
+        )
     return f"--alpha {alpha} --beta {beta}"
 
 
@@ -183,8 +222,10 @@ def ablation_training_args(name, ablation, value):
         estimator[ablation] = value
     if ablation == "temperature":
         estimator["temperature"] = None if value == "plain" else value
-    args = (f"{estimator_target_args(estimator)} --lam {estimator['lam']} --eta {estimator['eta']} "
-            f"--copies {estimator['copies']}")
+    args = (
+        f"{estimator_target_args(estimator)} --lam {estimator['lam']} --eta {estimator['eta']} "
+        f"--copies {estimator['copies']}"
+    )
     if ablation == "labels" and value == "hard":
         args += " --hard-labels"
     if ablation == "train_fraction":
@@ -196,5 +237,8 @@ def ablation_training_args(name, ablation, value):
 
 def ablation_tables(names):
     """Every configured ablation table of the given experiments."""
-    return [f"results/tables/ablations/{name}_{ablation}.csv"
-            for name in names for ablation in EXPERIMENTS[name].get("ablations", {})]
+    return [
+        f"results/tables/ablations/{name}_{ablation}.csv"
+        for name in names
+        for ablation in EXPERIMENTS[name].get("ablations", {})
+    ]

@@ -9,23 +9,23 @@ rule certify_global:
         denoiser=denoiser_input,
     output:
         "results/{experiment}/certify/global/shards/sigma{sigma}_shard{shard}.tsv",
+    log:
+        "logs/{experiment}/certify_global/sigma{sigma}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/certify_global/sigma{sigma}_shard{shard}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         sampling=lambda wc: sampling_args(wc, "certify"),
         alpha=lambda wc: exp(wc)["certify"]["alpha"],
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/certify_global/sigma{sigma}_shard{shard}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/certify_global/sigma{sigma}_shard{shard}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs certify-global {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
@@ -36,10 +36,24 @@ rule certify_dual:
     input:
         ready,
         estimator="results/{experiment}/models/estimator_it{it}.safetensors",
-        classifiers=lambda wc: [classifier_checkpoint(wc.experiment, wc.it, s) for s in sigmas(wc.experiment)],
+        classifiers=lambda wc: [
+            classifier_checkpoint(wc.experiment, wc.it, s)
+            for s in sigmas(wc.experiment)
+        ],
         denoiser=denoiser_input,
     output:
         "results/{experiment}/certify/dual/shards/it{it}_shard{shard}.tsv",
+    log:
+        "logs/{experiment}/certify_dual/it{it}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/certify_dual/it{it}_shard{shard}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         classifiers=lambda wc: classifier_args(wc.experiment, wc.it),
@@ -49,17 +63,6 @@ rule certify_dual:
         adaptive=lambda wc: "--adaptive" if exp(wc)["certify"]["adaptive"] else "",
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/certify_dual/it{it}_shard{shard}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/certify_dual/it{it}_shard{shard}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
         "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} {params.adaptive} "
@@ -70,7 +73,10 @@ use rule certify_dual as certify_dual_finetuned with:
     input:
         ready,
         estimator=lambda wc: f"results/{wc.experiment}/models/estimator_it{int(wc.it) - 1}.safetensors",
-        classifiers=lambda wc: [classifier_checkpoint(wc.experiment, wc.it, s) for s in sigmas(wc.experiment)],
+        classifiers=lambda wc: [
+            classifier_checkpoint(wc.experiment, wc.it, s)
+            for s in sigmas(wc.experiment)
+        ],
         denoiser=denoiser_input,
     output:
         "results/{experiment}/certify/dual/shards/finetuned_it{it}_shard{shard}.tsv",
@@ -83,12 +89,25 @@ use rule certify_dual as certify_dual_finetuned with:
 rule certify_cascade:
     input:
         ready,
-        classifiers=lambda wc: [classifier_checkpoint(wc.experiment, 0, s) for s in sigmas(wc.experiment)],
+        classifiers=lambda wc: [
+            classifier_checkpoint(wc.experiment, 0, s) for s in sigmas(wc.experiment)
+        ],
         denoiser=denoiser_input,
     output:
         "results/{experiment}/certify/shards/cascade_{variant}_shard{shard}.tsv",
+    log:
+        "logs/{experiment}/certify_cascade/{variant}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/certify_cascade/{variant}_shard{shard}.tsv"
     wildcard_constraints:
         variant=CASCADE_VARIANTS,
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         classifiers=lambda wc: classifier_args(wc.experiment, 0),
@@ -99,17 +118,6 @@ rule certify_cascade:
         threshold=lambda wc: exp(wc)["cascade"]["threshold"],
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/certify_cascade/{variant}_shard{shard}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/certify_cascade/{variant}_shard{shard}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs certify-cascade {params.data} {params.classifiers} {params.denoiser} {params.sampling} "
         "--alpha {params.alpha} --threshold {params.threshold} --variant {wildcards.variant} --seed {params.seed} "

@@ -14,7 +14,12 @@ from snakemake.utils import validate
 
 def config_key(path):
     """experiments.digits.sigmas[1] from a path of keys and list indices."""
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".") or "(top level)"
+    return (
+        "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in path
+        ).lstrip(".")
+        or "(top level)"
+    )
 
 
 def nonfinite_numbers(node, path=()):
@@ -44,8 +49,14 @@ def key_description(schema, schema_path):
     """The schema's descriptions of the key an error is about, with those of the definitions it refers to."""
     node = schema
     for part in list(schema_path)[:-1]:
-        node = next(n for n in ref_chain(schema, node) if isinstance(n, list) or part in n)[part]
-    descriptions = [n["description"] for n in ref_chain(schema, node) if isinstance(n, dict) and "description" in n]
+        node = next(
+            n for n in ref_chain(schema, node) if isinstance(n, list) or part in n
+        )[part]
+    descriptions = [
+        n["description"]
+        for n in ref_chain(schema, node)
+        if isinstance(n, dict) and "description" in n
+    ]
     return "; ".join(" ".join(d.split()) for d in descriptions)
 
 
@@ -60,16 +71,24 @@ def is_number(text):
 
 def schema_problem(schema, error):
     """One line naming the key, what is wrong with its value, and the key's description."""
-    described = error  # a oneOf/anyOf key is described by itself, not by its alternatives
+    described = (
+        error  # a oneOf/anyOf key is described by itself, not by its alternatives
+    )
     if error.context:  # an alternative of the value's own type says what is wrong
-        error = jsonschema.exceptions.best_match([e for e in error.context if e.validator != "type"] or error.context)
+        error = jsonschema.exceptions.best_match(
+            [e for e in error.context if e.validator != "type"] or error.context
+        )
     where = f"config: {config_key(error.absolute_path)}"
     if error.validator == "additionalProperties":
         unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         return f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {allowed}"
     line = f"{where}: {error.message}"
-    if error.validator == "type" and isinstance(error.instance, str) and is_number(error.instance):
+    if (
+        error.validator == "type"
+        and isinstance(error.instance, str)
+        and is_number(error.instance)
+    ):
         line += " (YAML reads numbers like 1e-3 as text: write 1.0e-3 or 0.001)"
     description = key_description(schema, described.absolute_schema_path)
     return f"{line} ({description})" if description else line
@@ -78,11 +97,17 @@ def schema_problem(schema, error):
 def validate_config(config):
     """Every rule of the schema, one line per problem naming the key; then Snakemake's validation,
     which fills in the defaults."""
-    problems = [f"config: {key} is {value}: numbers must be finite" for key, value in nonfinite_numbers(config)]
+    problems = [
+        f"config: {key} is {value}: numbers must be finite"
+        for key, value in nonfinite_numbers(config)
+    ]
     with open(workflow.source_path("../schemas/config.schema.yaml")) as handle:
         schema = yaml.safe_load(handle)
     validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: [str(part) for part in e.absolute_path])
+    errors = sorted(
+        validator.iter_errors(config),
+        key=lambda e: [str(part) for part in e.absolute_path],
+    )
     problems += [schema_problem(schema, error) for error in errors]
     if problems:
         raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
@@ -107,46 +132,69 @@ def check_experiment(name, cfg):
     """Cross-key rules the schema cannot express; one error naming the key."""
     where = f"config: experiments.{name}"
     if cfg["data"] not in config["data"] and cfg["data"] != "digits":
-        raise WorkflowError(f"{where}.data is {cfg['data']!r}, but `data` has no block {cfg['data']!r}")
+        raise WorkflowError(
+            f"{where}.data is {cfg['data']!r}, but `data` has no block {cfg['data']!r}"
+        )
     classifier = cfg["classifier"]
     if classifier["weights"] is None and "train" not in classifier:
-        raise WorkflowError(f"{where}.classifier needs `train` settings or off-the-shelf `weights`")
+        raise WorkflowError(
+            f"{where}.classifier needs `train` settings or off-the-shelf `weights`"
+        )
     if classifier["weights"] is not None and "denoiser" not in cfg:
-        raise WorkflowError(f"{where}.classifier.weights (one off-the-shelf model for every sigma) needs a `denoiser`")
+        raise WorkflowError(
+            f"{where}.classifier.weights (one off-the-shelf model for every sigma) needs a `denoiser`"
+        )
     if cfg["iterations"] > 1 and "finetune" not in cfg:
-        raise WorkflowError(f"{where}.iterations is {cfg['iterations']}, which needs a `finetune` block")
+        raise WorkflowError(
+            f"{where}.iterations is {cfg['iterations']}, which needs a `finetune` block"
+        )
     if "resolution" in cfg["data_options"] and cfg["data"] != "digits":
-        raise WorkflowError(f"{where}.data_options.resolution is an option of digits, not of {cfg['data']!r}")
+        raise WorkflowError(
+            f"{where}.data_options.resolution is an option of digits, not of {cfg['data']!r}"
+        )
     if cfg["iterations"] > 2 and not cfg["retrain_estimator"]:
-        raise WorkflowError(f"{where}.iterations is {cfg['iterations']}: finetuning round k routes with round k-1's "
-                            "estimator, so rounds beyond 2 need retrain_estimator: true")
+        raise WorkflowError(
+            f"{where}.iterations is {cfg['iterations']}: finetuning round k routes with round k-1's "
+            "estimator, so rounds beyond 2 need retrain_estimator: true"
+        )
     spellings = {}
     for sigma in cfg["sigmas"]:
         spelling = fmt(sigma)
         if spelling in spellings:
-            raise WorkflowError(f"{where}.sigmas: {spellings[spelling]} and {sigma} are the same sigma in file "
-                                f"names (sigma{spelling}); use values that differ in 6 significant digits")
+            raise WorkflowError(
+                f"{where}.sigmas: {spellings[spelling]} and {sigma} are the same sigma in file "
+                f"names (sigma{spelling}); use values that differ in 6 significant digits"
+            )
         spellings[spelling] = sigma
     certify = cfg["certify"]
     if certify["alpha"] + certify["beta"] >= 0.5:
-        raise WorkflowError(f"{where}.certify: alpha + beta = {certify['alpha'] + certify['beta']:g} must lie below "
-                            "0.5: the dual certificate fails with probability up to alpha + beta, and the cascade "
-                            "baseline spends alpha + beta in one bound, which certifies nothing at 0.5 or more")
+        raise WorkflowError(
+            f"{where}.certify: alpha + beta = {certify['alpha'] + certify['beta']:g} must lie below "
+            "0.5: the dual certificate fails with probability up to alpha + beta, and the cascade "
+            "baseline spends alpha + beta in one bound, which certifies nothing at 0.5 or more"
+        )
     warn_capped_radii(name, cfg)
 
 
 def warn_capped_radii(name, cfg):
     """sigma_e below max Sigma is legal, but R = min(R_sigma, R_c) and R_sigma <= sigma_e * Phi^-1(beta^(1/n))
-    (all n estimator votes agreeing), which is below what the largest sigma can certify alone."""
+    (all n estimator votes agreeing), which is below what the largest sigma can certify alone.
+    """
     largest = max(cfg["sigmas"])
     if cfg["sigma_e"] is None or cfg["sigma_e"] >= largest:
         return
-    n, alpha, beta = cfg["certify"]["n"], cfg["certify"]["alpha"], cfg["certify"]["beta"]
+    n, alpha, beta = (
+        cfg["certify"]["n"],
+        cfg["certify"]["alpha"],
+        cfg["certify"]["beta"],
+    )
     cap = cfg["sigma_e"] * NormalDist().inv_cdf(beta ** (1 / n))
     alone = largest * NormalDist().inv_cdf(alpha ** (1 / n))
-    logger.warning(f"config: experiments.{name}.sigma_e = {cfg['sigma_e']:g} is below max(sigmas) = {largest:g}: "
-                   f"every dual radius is capped at R_sigma <= sigma_e * Phi^-1(beta^(1/n)) = {cap:.3g} "
-                   f"(certify n = {n}, beta = {beta:g}), while sigma = {largest:g} alone can certify up to {alone:.3g}")
+    logger.warning(
+        f"config: experiments.{name}.sigma_e = {cfg['sigma_e']:g} is below max(sigmas) = {largest:g}: "
+        f"every dual radius is capped at R_sigma <= sigma_e * Phi^-1(beta^(1/n)) = {cap:.3g} "
+        f"(certify n = {n}, beta = {beta:g}), while sigma = {largest:g} alone can certify up to {alone:.3g}"
+    )
 
 
 def fmt(sigma):
@@ -158,7 +206,9 @@ for _name, _cfg in EXPERIMENTS.items():
     check_experiment(_name, _cfg)
 for _name in config["default_targets"]:
     if _name not in EXPERIMENTS:
-        raise WorkflowError(f"config: default_targets names {_name!r}, which is not in experiments")
+        raise WorkflowError(
+            f"config: default_targets names {_name!r}, which is not in experiments"
+        )
 
 
 def exp(wildcards):
@@ -184,7 +234,9 @@ def ready(wildcards):
 def data_args(wildcards):
     """CLI arguments naming the prepared dataset and its options."""
     data = exp(wildcards)["data"]
-    options = json.dumps({**config["data"].get(data, {}), **exp(wildcards)["data_options"]})
+    options = json.dumps(
+        {**config["data"].get(data, {}), **exp(wildcards)["data_options"]}
+    )
     return f"--dataset {data} --root data/{data} --data-options {shlex.quote(options)}"
 
 
@@ -193,7 +245,9 @@ def optim_args(settings, batch_flag="--batch-size"):
     args += f" --weight-decay {settings.get('weight_decay', 0.0)} --num-workers {settings.get('num_workers', 0)}"
     args += f" --optimizer {settings.get('optimizer', 'adam')} --gamma {settings.get('gamma', 0.5)}"
     milestones = settings.get("milestones", [])
-    return args + (f" --milestones {' '.join(str(m) for m in milestones)}" if milestones else "")
+    return args + (
+        f" --milestones {' '.join(str(m) for m in milestones)}" if milestones else ""
+    )
 
 
 def existing(path, key, name):
@@ -242,7 +296,10 @@ def classifier_checkpoint(name, it, sigma):
 
 
 def classifier_args(name, it):
-    return " ".join(f"--classifier {fmt(s)}={classifier_checkpoint(name, it, s)}" for s in sigmas(name))
+    return " ".join(
+        f"--classifier {fmt(s)}={classifier_checkpoint(name, it, s)}"
+        for s in sigmas(name)
+    )
 
 
 def num_shards(name, stage):
@@ -256,8 +313,10 @@ def num_shards(name, stage):
 def sampling_flags(wildcards, settings, n=None):
     """CLI Monte Carlo flags of a sampling block (n0, n, every, shards; ``n`` overrides its n) and this
     job's shard."""
-    return (f"--n0 {settings['n0']} --n {n or settings['n']} --batch-size {exp(wildcards)['batch_size']} "
-            f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']}")
+    return (
+        f"--n0 {settings['n0']} --n {n or settings['n']} --batch-size {exp(wildcards)['batch_size']} "
+        f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']}"
+    )
 
 
 def sampling_args(wildcards, stage):
@@ -282,13 +341,16 @@ def dual_names(name):
     """Report row name -> certificate stem under certify/dual/ of each (estimator, classifiers) pair.
 
     ``it<k>``: estimator and classifiers of round k; ``finetuned_it<k>``: round k-1's estimator with the
-    classifiers finetuned under it (round 1 is the paper's headline row, Sun et al., Table 1)."""
+    classifiers finetuned under it (round 1 is the paper's headline row, Sun et al., Table 1).
+    """
     rounds = EXPERIMENTS[name]["iterations"]
     if rounds == 1:
         return {"dual": "it0"}
     names = {"dual (off-the-shelf)": "it0"}
     for it in range(1, rounds):
-        names["dual (finetuned)" if it == 1 else f"dual (finetuned, round {it})"] = f"finetuned_it{it}"
+        names["dual (finetuned)" if it == 1 else f"dual (finetuned, round {it})"] = (
+            f"finetuned_it{it}"
+        )
     for it in estimator_rounds(name)[1:]:
         names[f"dual (finetuned, estimator retrained, round {it})"] = f"it{it}"
     return names
@@ -325,7 +387,9 @@ def expert(wildcards):
     for spec in router_experts(wildcards.experiment):
         if spec["name"] == wildcards.expert:
             return spec
-    raise WorkflowError(f"experiment {wildcards.experiment!r} has no router expert {wildcards.expert!r}")
+    raise WorkflowError(
+        f"experiment {wildcards.experiment!r} has no router expert {wildcards.expert!r}"
+    )
 
 
 def produced_or_existing(path, key, name):
@@ -337,9 +401,15 @@ def expert_inputs(wildcards):
     spec, name = expert(wildcards), wildcards.experiment
     index = [e["name"] for e in router_experts(name)].index(spec["name"])
     where = f"router.experts[{index}]"
-    inputs = {"classifier": produced_or_existing(spec["classifier"], f"{where}.classifier", name)}
+    inputs = {
+        "classifier": produced_or_existing(
+            spec["classifier"], f"{where}.classifier", name
+        )
+    }
     if spec.get("denoiser"):
-        inputs["denoiser"] = produced_or_existing(spec["denoiser"], f"{where}.denoiser", name)
+        inputs["denoiser"] = produced_or_existing(
+            spec["denoiser"], f"{where}.denoiser", name
+        )
     return inputs
 
 
@@ -356,7 +426,11 @@ def router_label(name):
 
 def expert_settings(wildcards):
     """Monte Carlo settings of an expert's job: router_label on the training split, certify on test."""
-    return router_label(wildcards.experiment) if wildcards.split == "labels" else exp(wildcards)["certify"]
+    return (
+        router_label(wildcards.experiment)
+        if wildcards.split == "labels"
+        else exp(wildcards)["certify"]
+    )
 
 
 def expert_sampling_args(wildcards):
@@ -367,10 +441,17 @@ def global_twin(name, spec):
     """The round-0 sigma of this experiment whose expert is ``spec`` (same checkpoint, noise level and
     denoiser), or None: such an expert's certificates are the global run's."""
     denoiser = EXPERIMENTS[name].get("denoiser")
-    own_denoiser = None if denoiser is None else denoiser.get("path", f"results/{name}/models/denoiser")
+    own_denoiser = (
+        None
+        if denoiser is None
+        else denoiser.get("path", f"results/{name}/models/denoiser")
+    )
     for sigma in sigmas(name):
-        if (float(spec["sigma"]) == sigma and spec["classifier"] == classifier_checkpoint(name, 0, sigma)
-                and spec.get("denoiser") == own_denoiser):
+        if (
+            float(spec["sigma"]) == sigma
+            and spec["classifier"] == classifier_checkpoint(name, 0, sigma)
+            and spec.get("denoiser") == own_denoiser
+        ):
             return sigma
     return None
 
@@ -385,18 +466,29 @@ def expert_table(name, spec, split):
     return f"results/{name}/router/{split}/{spec['name']}.tsv"
 
 
-CASCADE_ROWS = {"published": "cascade (Multiscale, as published)", "union_bound": "cascade (union bound)"}
+CASCADE_ROWS = {
+    "published": "cascade (Multiscale, as published)",
+    "union_bound": "cascade (union bound)",
+}
 CASCADE_VARIANTS = "|".join(CASCADE_ROWS)  # dualrs certify-cascade --variant
 
 
 def report_rows(name):
     """(flag, row name, certificate TSV) of every row of the experiment's table after the global ones;
     an expert that is one of the global runs has no row of its own."""
-    rows = [("--method", f"expert {e['name']}", expert_table(name, e, "certify"))
-            for e in router_experts(name) if global_twin(name, e) is None]
-    rows += [("--method", CASCADE_ROWS[v], f"results/{name}/certify/cascade_{v}.tsv")
-             for v in EXPERIMENTS[name]["cascade"]["variants"]]
-    rows += [("--dual", row, f"results/{name}/certify/dual/{stem}.tsv") for row, stem in dual_names(name).items()]
+    rows = [
+        ("--method", f"expert {e['name']}", expert_table(name, e, "certify"))
+        for e in router_experts(name)
+        if global_twin(name, e) is None
+    ]
+    rows += [
+        ("--method", CASCADE_ROWS[v], f"results/{name}/certify/cascade_{v}.tsv")
+        for v in EXPERIMENTS[name]["cascade"]["variants"]
+    ]
+    rows += [
+        ("--dual", row, f"results/{name}/certify/dual/{stem}.tsv")
+        for row, stem in dual_names(name).items()
+    ]
     if router_experts(name):
         rows.append(("--dual", "router", f"results/{name}/certify/router.tsv"))
     return rows

@@ -7,19 +7,19 @@ localrules:
 rule prepare_data:
     output:
         "data/{data}/READY",
-    params:
-        options=lambda wc: shlex.quote(json.dumps(config["data"].get(wc.data, {}))),
-        seed=config["seed"],
     log:
         "logs/prepare_data/{data}.log",
     benchmark:
         "logs/prepare_data/benchmark/{data}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../envs/dualrs.yaml"
+    params:
+        options=lambda wc: shlex.quote(json.dumps(config["data"].get(wc.data, {}))),
+        seed=config["seed"],
     shell:
         "dualrs prepare-data --dataset {wildcards.data} --root data/{wildcards.data} "
         "--data-options {params.options} --seed {params.seed} > {log} 2>&1"

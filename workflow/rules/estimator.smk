@@ -4,18 +4,40 @@
 rule train_estimator:
     input:
         ready,
-        labels=lambda wc: [f"results/{wc.experiment}/labels/it{wc.it}/sigma{fmt(s)}.tsv" for s in sigmas(wc.experiment)],
+        labels=lambda wc: [
+            f"results/{wc.experiment}/labels/it{wc.it}/sigma{fmt(s)}.tsv"
+            for s in sigmas(wc.experiment)
+        ],
         weights=lambda wc: (
-            [existing(exp(wc)["estimator"]["weights"], "estimator.weights", wc.experiment)]
-            if exp(wc)["estimator"]["weights"] else []
+            [
+                existing(
+                    exp(wc)["estimator"]["weights"], "estimator.weights", wc.experiment
+                )
+            ]
+            if exp(wc)["estimator"]["weights"]
+            else []
         ),
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/models/estimator_it{it}.safetensors",
         meta="results/{experiment}/models/estimator_it{it}.json",
+    log:
+        "logs/{experiment}/train_estimator/it{it}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/train_estimator/it{it}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
-        labels=lambda wc, input: " ".join(f"--labels {fmt(s)}={p}" for s, p in zip(sigmas(wc.experiment), input.labels)),
+        labels=lambda wc, input: " ".join(
+            f"--labels {fmt(s)}={p}"
+            for s, p in zip(sigmas(wc.experiment), input.labels)
+        ),
         arch=lambda wc: exp(wc)["estimator"]["arch"],
         options=lambda wc: shlex.quote(json.dumps(exp(wc)["estimator"]["options"])),
         weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
@@ -25,17 +47,6 @@ rule train_estimator:
         sigma_e=lambda wc: sigma_e(wc.experiment),
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/train_estimator/it{it}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/train_estimator/it{it}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
         "--model-options {params.options} {params.weights} --sigma-e {params.sigma_e} "

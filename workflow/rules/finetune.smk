@@ -9,6 +9,17 @@ rule route_training_set:
         denoiser=denoiser_input,
     output:
         "results/{experiment}/routes/it{it}.tsv",
+    log:
+        "logs/{experiment}/route/it{it}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/route/it{it}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         sigma_e=lambda wc: sigma_e(wc.experiment),
@@ -16,17 +27,6 @@ rule route_training_set:
         batch_size=lambda wc: exp(wc)["batch_size"],
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/route/it{it}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/route/it{it}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs route {params.data} --estimator {input.estimator} --sigma-e {params.sigma_e} "
         "--n {params.n} --batch-size {params.batch_size} {params.denoiser} --seed {params.seed} "
@@ -36,29 +36,31 @@ rule route_training_set:
 rule finetune_classifier:
     input:
         ready,
-        classifier=lambda wc: classifier_checkpoint(wc.experiment, int(wc.it) - 1, wc.sigma),
+        classifier=lambda wc: classifier_checkpoint(
+            wc.experiment, int(wc.it) - 1, wc.sigma
+        ),
         routes="results/{experiment}/routes/it{it}.tsv",
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/models/it{it}/classifier_sigma{sigma}.safetensors",
         meta="results/{experiment}/models/it{it}/classifier_sigma{sigma}.json",
+    log:
+        "logs/{experiment}/finetune/it{it}_sigma{sigma}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/finetune/it{it}_sigma{sigma}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         optim=lambda wc: optim_args(exp(wc)["finetune"]),
         denoiser=denoiser_arg,
         seed=config["seed"],
         sigma=lambda wc: f"--sigma {wc.sigma}",
-    log:
-        "logs/{experiment}/finetune/it{it}_sigma{sigma}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/finetune/it{it}_sigma{sigma}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs finetune {params.data} --classifier {input.classifier} {params.sigma} "
         "--routes {input.routes} {params.optim} {params.denoiser} --seed {params.seed} "
@@ -68,19 +70,21 @@ rule finetune_classifier:
 use rule finetune_classifier as finetune_shared_classifier with:
     input:
         ready,
-        classifier=lambda wc: classifier_checkpoint(wc.experiment, int(wc.it) - 1, sigmas(wc.experiment)[0]),
+        classifier=lambda wc: classifier_checkpoint(
+            wc.experiment, int(wc.it) - 1, sigmas(wc.experiment)[0]
+        ),
         routes="results/{experiment}/routes/it{it}.tsv",
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/models/it{it}/classifier_shared.safetensors",
         meta="results/{experiment}/models/it{it}/classifier_shared.json",
+    log:
+        "logs/{experiment}/finetune/it{it}_shared.log",
+    benchmark:
+        "logs/{experiment}/benchmark/finetune/it{it}_shared.tsv"
     params:
         data=data_args,
         optim=lambda wc: optim_args(exp(wc)["finetune"]),
         denoiser=denoiser_arg,
         seed=config["seed"],
         sigma="",
-    log:
-        "logs/{experiment}/finetune/it{it}_shared.log",
-    benchmark:
-        "logs/{experiment}/benchmark/finetune/it{it}_shared.tsv"

@@ -12,23 +12,23 @@ rule label:
         denoiser=denoiser_input,
     output:
         "results/{experiment}/labels/it{it}/shards/sigma{sigma}_shard{shard}.tsv",
+    log:
+        "logs/{experiment}/label/it{it}_sigma{sigma}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/label/it{it}_sigma{sigma}_shard{shard}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         sampling=lambda wc: sampling_args(wc, "label"),
         alpha=lambda wc: exp(wc)["label"]["alpha"],
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/label/it{it}_sigma{sigma}_shard{shard}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/label/it{it}_sigma{sigma}_shard{shard}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs label {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
@@ -43,18 +43,18 @@ rule merge_shards:
         ],
     output:
         "results/{experiment}/{stage}/{name}.tsv",
-    wildcard_constraints:
-        stage=r"labels/it[0-9]+|certify/global|certify/dual|certify|router/labels|router/certify",
-        name=r"[^/]+",
     log:
         "logs/{experiment}/merge/{stage}/{name}.log",
     benchmark:
         "logs/{experiment}/benchmark/merge/{stage}/{name}.tsv"
+    wildcard_constraints:
+        stage=r"labels/it[0-9]+|certify/global|certify/dual|certify|router/labels|router/certify",
+        name=r"[^/]+",
+    conda:
+        "../envs/dualrs.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs merge {input} --out {output} > {log} 2>&1"

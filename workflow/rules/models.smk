@@ -8,23 +8,23 @@ rule train_classifier:
     output:
         model="results/{experiment}/models/classifier_sigma{sigma}.safetensors",
         meta="results/{experiment}/models/classifier_sigma{sigma}.json",
+    log:
+        "logs/{experiment}/train_classifier/sigma{sigma}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/train_classifier/sigma{sigma}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         arch=lambda wc: exp(wc)["classifier"]["arch"],
         options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
         optim=lambda wc: optim_args(exp(wc)["classifier"]["train"]),
         seed=config["seed"],
-    log:
-        "logs/{experiment}/train_classifier/sigma{sigma}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/train_classifier/sigma{sigma}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs train-classifier {params.data} --arch {params.arch} --model-options {params.options} "
         "--sigma {wildcards.sigma} {params.optim} --seed {params.seed} --threads {threads} "
@@ -43,25 +43,27 @@ use rule train_classifier as train_shared_classifier with:
 
 rule fetch_pretrained:
     input:
-        weights=lambda wc: existing(exp(wc)["classifier"]["weights"], "classifier.weights", wc.experiment),
+        weights=lambda wc: existing(
+            exp(wc)["classifier"]["weights"], "classifier.weights", wc.experiment
+        ),
         ready=ready,
     output:
         model="results/{experiment}/models/classifier_pretrained.safetensors",
         meta="results/{experiment}/models/classifier_pretrained.json",
-    params:
-        data=data_args,
-        arch=lambda wc: exp(wc)["classifier"]["arch"],
-        options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
     log:
         "logs/{experiment}/fetch_pretrained.log",
     benchmark:
         "logs/{experiment}/benchmark/fetch_pretrained.tsv"
+    conda:
+        "../envs/dualrs.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb,
         runtime=60,
-    conda:
-        "../envs/dualrs.yaml"
+    params:
+        data=data_args,
+        arch=lambda wc: exp(wc)["classifier"]["arch"],
+        options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
     shell:
         "dualrs fetch-pretrained {params.data} --arch {params.arch} --model-options {params.options} "
         "--weights {input.weights} --out {output.model} > {log} 2>&1"
@@ -72,21 +74,21 @@ rule train_denoiser:
         ready,
     output:
         directory("results/{experiment}/models/denoiser"),
-    params:
-        data=data_args,
-        train=lambda wc: exp(wc)["denoiser"]["train"],
-        seed=config["seed"],
     log:
         "logs/{experiment}/train_denoiser.log",
     benchmark:
         "logs/{experiment}/benchmark/train_denoiser.tsv"
+    conda:
+        "../envs/dualrs.yaml"
     threads: 1
     resources:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
+    params:
+        data=data_args,
+        train=lambda wc: exp(wc)["denoiser"]["train"],
+        seed=config["seed"],
     shell:
         "dualrs train-denoiser {params.data} --steps {params.train[steps]} "
         "--batch-size {params.train[batch_size]} --lr {params.train[lr]} --seed {params.seed} "

@@ -12,7 +12,10 @@ localrules:
 
 rule report:
     input:
-        global_tables=lambda wc: [f"results/{wc.experiment}/certify/global/sigma{fmt(s)}.tsv" for s in sigmas(wc.experiment)],
+        global_tables=lambda wc: [
+            f"results/{wc.experiment}/certify/global/sigma{fmt(s)}.tsv"
+            for s in sigmas(wc.experiment)
+        ],
         rows=lambda wc: [path for _, _, path in report_rows(wc.experiment)],
     output:
         table=report(
@@ -50,20 +53,26 @@ rule report:
             subcategory="Figures",
             labels={"figure": "{name}"},
         ),
-    params:
-        global_args=lambda wc, input: " ".join(f"--global {fmt(s)}={p}" for s, p in zip(sigmas(wc.experiment), input.global_tables)),
-        row_args=lambda wc: " ".join(shlex.quote(f"{flag}={name}={path}") for flag, name, path in report_rows(wc.experiment)),
-        radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),
     log:
         "logs/{experiment}/report.log",
     benchmark:
         "logs/{experiment}/benchmark/report.tsv"
+    conda:
+        "../envs/dualrs.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/dualrs.yaml"
+    params:
+        global_args=lambda wc, input: " ".join(
+            f"--global {fmt(s)}={p}"
+            for s, p in zip(sigmas(wc.experiment), input.global_tables)
+        ),
+        row_args=lambda wc: " ".join(
+            shlex.quote(f"{flag}={name}={path}")
+            for flag, name, path in report_rows(wc.experiment)
+        ),
+        radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),
     shell:
         "dualrs report {params.global_args} {params.row_args} --radii {params.radii} "
         "--title {wildcards.experiment} --table {output.table} --figures {output.figures} "

@@ -9,27 +9,29 @@ rule certify_expert:
         ready,
     output:
         "results/{experiment}/router/{split}/shards/{expert}_shard{shard}.tsv",
+    log:
+        "logs/{experiment}/certify_expert/{split}/{expert}_shard{shard}.log",
+    benchmark:
+        "logs/{experiment}/benchmark/certify_expert/{split}/{expert}_shard{shard}.tsv"
     wildcard_constraints:
         split="labels|certify",
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         command=lambda wc: "label" if wc.split == "labels" else "certify-global",
         sampling=expert_sampling_args,
         alpha=lambda wc: expert_settings(wc)["alpha"],
         sigma=lambda wc: expert(wc)["sigma"],
-        denoiser=lambda wc, input: f"--denoiser {input.denoiser}" if "denoiser" in input.keys() else "",
+        denoiser=lambda wc, input: (
+            f"--denoiser {input.denoiser}" if "denoiser" in input.keys() else ""
+        ),
         seed=config["seed"],
-    log:
-        "logs/{experiment}/certify_expert/{split}/{expert}_shard{shard}.log",
-    benchmark:
-        "logs/{experiment}/benchmark/certify_expert/{split}/{expert}_shard{shard}.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs {params.command} {params.data} --classifier {input.classifier} --sigma {params.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} --threads {threads} "
@@ -39,15 +41,30 @@ rule certify_expert:
 rule train_router:
     input:
         ready,
-        labels=lambda wc: [expert_table(wc.experiment, e, "labels") for e in router_experts(wc.experiment)],
+        labels=lambda wc: [
+            expert_table(wc.experiment, e, "labels")
+            for e in router_experts(wc.experiment)
+        ],
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/models/router.safetensors",
         meta="results/{experiment}/models/router.json",
+    log:
+        "logs/{experiment}/train_router.log",
+    benchmark:
+        "logs/{experiment}/benchmark/train_router.tsv"
+    conda:
+        "../envs/dualrs.yaml"
+    threads: 1
+    resources:
+        gpu=gpu,
+        mem_mb=mem_mb,
+        runtime=runtime,
     params:
         data=data_args,
         labels=lambda wc, input: " ".join(
-            f"--expert-labels {e['name']}={p}" for e, p in zip(router_experts(wc.experiment), input.labels)
+            f"--expert-labels {e['name']}={p}"
+            for e, p in zip(router_experts(wc.experiment), input.labels)
         ),
         arch=lambda wc: exp(wc)["estimator"]["arch"],
         options=lambda wc: shlex.quote(json.dumps(exp(wc)["estimator"]["options"])),
@@ -55,22 +72,12 @@ rule train_router:
         estimator=lambda wc: exp(wc)["estimator"],
         targets=lambda wc: estimator_target_args(exp(wc)["estimator"]),
         expert_sigmas=lambda wc: " ".join(
-            f"--expert-sigma {e['name']}={e['sigma']}" for e in router_experts(wc.experiment)
+            f"--expert-sigma {e['name']}={e['sigma']}"
+            for e in router_experts(wc.experiment)
         ),
         sigma_e=lambda wc: sigma_e(wc.experiment),
         denoiser=denoiser_arg,
         seed=config["seed"],
-    log:
-        "logs/{experiment}/train_router.log",
-    benchmark:
-        "logs/{experiment}/benchmark/train_router.tsv"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
     shell:
         "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
         "--model-options {params.options} --sigma-e {params.sigma_e} "
@@ -84,30 +91,35 @@ rule certify_router:
         ready,
         router="results/{experiment}/models/router.safetensors",
         experts=lambda wc: [
-            path for e in router_experts(wc.experiment) for path in (e["classifier"], e.get("denoiser")) if path
+            path
+            for e in router_experts(wc.experiment)
+            for path in (e["classifier"], e.get("denoiser"))
+            if path
         ],
         denoiser=denoiser_input,
     output:
         "results/{experiment}/certify/shards/router_shard{shard}.tsv",
-    params:
-        data=data_args,
-        experts=lambda wc: " ".join(f"--expert {expert_json(e)}" for e in router_experts(wc.experiment)),
-        sigma_e=lambda wc: sigma_e(wc.experiment),
-        sampling=lambda wc: sampling_args(wc, "certify"),
-        levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
-        denoiser=denoiser_arg,
-        seed=config["seed"],
     log:
         "logs/{experiment}/certify_router/shard{shard}.log",
     benchmark:
         "logs/{experiment}/benchmark/certify_router/shard{shard}.tsv"
+    conda:
+        "../envs/dualrs.yaml"
     threads: 1
     resources:
         gpu=gpu,
         mem_mb=mem_mb,
         runtime=runtime,
-    conda:
-        "../envs/dualrs.yaml"
+    params:
+        data=data_args,
+        experts=lambda wc: " ".join(
+            f"--expert {expert_json(e)}" for e in router_experts(wc.experiment)
+        ),
+        sigma_e=lambda wc: sigma_e(wc.experiment),
+        sampling=lambda wc: sampling_args(wc, "certify"),
+        levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
+        denoiser=denoiser_arg,
+        seed=config["seed"],
     shell:
         "dualrs certify-router {params.data} --router {input.router} {params.experts} "
         "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "
