@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,13 +22,7 @@ from dualrs.denoise import (
 ABAR = DDPMScheduler().alphas_cumprod
 
 
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """The models here are tiny: intra-op threads only add OpenMP overhead (and stall on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def noise_std(t: int) -> float:
