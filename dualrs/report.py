@@ -223,7 +223,7 @@ def write_tables(table: pd.DataFrame, csv_path: Path | str) -> list[Path]:
 def write_headroom(shares: pd.DataFrame, csv_path: Path | str) -> list[Path]:
     """The headroom shares (%) as ``.csv`` and ``.md``."""
     paths = [Path(csv_path).with_suffix(ext) for ext in (".csv", ".md")]
-    note = (f"First row: the headroom itself (accuracy points; ACR in its units). Other rows: share (%) of "
+    note = ("First row: the headroom itself (accuracy points; ACR in its units). Other rows: share (%) of "
             "the headroom of the oracle over global σ (not a certificate) captured, "
             "100 (row − best global σ) / (oracle − best global σ); blank: no headroom.\n\n")
     formats = {c: column_formatter("ACR" if c == "ACR" else "r=") for c in shares.columns}
@@ -272,8 +272,6 @@ def delta_classifier_radius(routed: pd.DataFrame, global_by_sigma: Mapping[float
     best = np.max([correct_radius(g.set_index("idx").loc[index].reset_index()) for g in global_by_sigma.values()],
                   axis=0)
     return correct_radius(routed, "r_c") - best
-
-
 
 
 FIXED_COLOURS = {ORACLE: "black", "dual": "tab:orange", "dual (off-the-shelf)": "tab:orange",
