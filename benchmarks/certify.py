@@ -2,16 +2,18 @@
 
 Prints each measurement, then one summary line of ratios:
 
-    certify/forward=<r1> certify/cohen=<r2> dual/standard=<r3> adaptive_saving=<s> label_per_s=<x> peak_mb=<m>
+    certify/forward=<r1> certify/cohen=<r2> dual/standard=<r3> adaptive_saving=<s> acc_fixed=<a>
+    acc_adaptive=<b> fixed_dual/standard=<r4> label_per_s=<x> peak_mb=<m>      (one line)
 
 - certify/forward: samples/s of Smooth.certify over the raw batched forward samples/s of the same
-  model at the same batch size (at most 1);
+  model at the same batch size (at most 1; the median over inputs of the ratio of adjacent timings);
 - certify/cohen: time of the reference CERTIFY of Cohen et al. (benchmarks.cohen) over that of
   Smooth.certify, same model, n0, n and batch size (above 1: Smooth is faster);
 - dual/standard: time of DualSmooth.certify(adaptive=True) over Smooth.certify at equal n0, n,
-  batch size, over the digits test set (the fixed-n ratio is printed above it);
-- adaptive_saving: forward passes of fixed-n over adaptive dual certification on that test set
-  (their certified accuracies on the radius grid are printed for comparison);
+  batch size, over the digits test set (fixed_dual/standard: the same for fixed-n dual RS);
+- adaptive_saving: forward passes of fixed-n over adaptive dual certification on that test set,
+  the adaptive one settling the radius on the grid RADII (their certified accuracies on that grid,
+  and the largest difference, are printed, and follow the ratio on the last line);
 - label_per_s: training inputs certified per second at the experiment's label settings;
 - peak_mb: peak memory of one Smooth.certify at the largest n measured, beyond what was allocated
   before it (CUDA: torch.cuda.max_memory_allocated; CPU: peak resident set size of a fresh
@@ -73,8 +75,8 @@ def main() -> None:
                                      clock, options)
     dual = DualSmooth(estimator, classifiers, sigma_e, 10, **options)
     indices = range(0, len(x_test), args.every)
-    fixed_ratio, adaptive_ratio, saving = dual_over_standard(dual, smooth, x_test, y_test, indices, certify,
-                                                             batch_size, device, clock)
+    fixed_ratio, adaptive_ratio, saving, fixed_accuracy, adaptive_accuracy = dual_over_standard(
+        dual, smooth, x_test, y_test, indices, certify, batch_size, device, clock)
     label_rate = labels_per_second(smooth, x_train[: args.label_inputs], label, batch_size, device, clock)
     peaks = {n: peak_memory_mb(models.classifiers[middle], middle, n, batch_size, device, options)
              for n in (args.throughput_n, 5 * args.throughput_n)}
@@ -83,7 +85,14 @@ def main() -> None:
     print(f"fixed-n dual/standard={fixed_ratio:.3f}")
     print(f"total {time.perf_counter() - start:.0f} s")
     print(f"certify/forward={forward_ratio:.3f} certify/cohen={cohen_ratio:.3f} dual/standard={adaptive_ratio:.3f} "
-          f"adaptive_saving={saving:.3f} label_per_s={label_rate:.1f} peak_mb={peaks[5 * args.throughput_n]:.1f}")
+          f"adaptive_saving={saving:.3f} acc_fixed={grid(fixed_accuracy)} acc_adaptive={grid(adaptive_accuracy)} "
+          f"fixed_dual/standard={fixed_ratio:.3f} label_per_s={label_rate:.1f} "
+          f"peak_mb={peaks[5 * args.throughput_n]:.1f}")
+
+
+def grid(accuracy: np.ndarray) -> str:
+    """Certified accuracies (%) at RADII joined by '/', e.g. 83.3/50.0/19.4/1.9/0.0."""
+    return "/".join(f"{a:.1f}" for a in accuracy)
 
 
 def parse_args() -> argparse.Namespace:
@@ -142,7 +151,9 @@ def certify_over_forward(
 ) -> float:
     """Samples/s of Smooth.certify (n0 = 100) over samples/s of model(batch) at the same batch size.
 
-    The two alternate, one certification then as many forward batches, so that load changes hit both.
+    The two alternate, one certification then as many forward batches; the ratio of each such pair
+    is taken and the median over inputs returned, so that a load spike on a shared machine moves one
+    pair, not the result.
     """
     n0, model, device = 100, smooth.base_classifier, inputs.device
     batch = inputs[0] + smooth.sigma * torch.randn((batch_size, *inputs.shape[1:]), device=device)
@@ -155,17 +166,17 @@ def certify_over_forward(
             for _ in range(passes):
                 model(batch)
 
-    certify_time = forward_time = 0.0
     smooth.certify(inputs[0], n0, n, 0.001, batch_size, sample_generator(0, "warm-up", 0, device))
     forward()
+    certify_rates, forward_rates = [], []
     for i, x in enumerate(inputs):
-        certify_time += clock.time(lambda: smooth.certify(x, n0, n, 0.001, batch_size,
-                                                          sample_generator(0, "throughput", i, device)))
-        forward_time += clock.time(forward)
-    certify_rate = len(inputs) * (n0 + n) / certify_time
-    forward_rate = len(inputs) * passes * batch_size / forward_time
-    print(f"certify {certify_rate:,.0f} samples/s, forward {forward_rate:,.0f} samples/s (n0={n0}, n={n})")
-    return certify_rate / forward_rate
+        generator = sample_generator(0, "throughput", i, device)
+        certify_rates.append((n0 + n) / clock.time(lambda: smooth.certify(x, n0, n, 0.001, batch_size, generator)))
+        forward_rates.append(passes * batch_size / clock.time(forward))
+    ratio = float(np.median(np.array(certify_rates) / np.array(forward_rates)))
+    print(f"certify {np.median(certify_rates):,.0f} samples/s, forward {np.median(forward_rates):,.0f} samples/s "
+          f"(n0={n0}, n={n}; medians over {len(inputs)} inputs, each certification timed next to its forward passes)")
+    return ratio
 
 
 def certify_over_cohen(
@@ -187,8 +198,9 @@ def certify_over_cohen(
 def dual_over_standard(
     dual: DualSmooth, smooth: Smooth, x: torch.Tensor, y: torch.Tensor, indices: range, certify: dict,
     batch_size: int, device: torch.device, clock: Clock,
-) -> tuple[float, float, float]:
-    """(fixed dual / standard time, adaptive dual / standard time, fixed / adaptive forward passes)."""
+) -> tuple[float, float, float, np.ndarray, np.ndarray]:
+    """(fixed dual / standard time, adaptive dual / standard time, fixed / adaptive forward passes, and
+    the certified accuracies (%) of fixed-n and adaptive dual RS on RADII)."""
     n0, n, alpha, beta = certify["n0"], certify["n"], certify["alpha"], certify["beta"]
     times = {"standard": 0.0, "fixed": 0.0, "adaptive": 0.0}
     certificates: dict[str, list[DualCertificate]] = {"fixed": [], "adaptive": []}
@@ -198,7 +210,7 @@ def dual_over_standard(
         for mode in ("fixed", "adaptive"):
             start = clock()
             certificates[mode].append(dual.certify(x[i], n0, n, alpha, beta, batch_size, generator("certify-dual"),
-                                                   adaptive=mode == "adaptive"))
+                                                   adaptive=mode == "adaptive", radii=RADII))
             times[mode] += clock() - start
     labels = y[list(indices)].cpu().numpy()
     passes = {mode: sum(c.samples for c in certs) for mode, certs in certificates.items()}
@@ -213,7 +225,7 @@ def dual_over_standard(
     gap = np.abs(fixed - adaptive)
     print(f"  adaptive vs fixed: largest certified-accuracy difference {gap.max():.2f} points")
     return (times["fixed"] / times["standard"], times["adaptive"] / times["standard"],
-            passes["fixed"] / passes["adaptive"])
+            passes["fixed"] / passes["adaptive"], fixed, adaptive)
 
 
 def certified_accuracy(certificates: list[DualCertificate], labels: np.ndarray) -> np.ndarray:

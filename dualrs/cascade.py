@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from scipy.stats import chi2, norm
 
-from dualrs.smoothing import ABSTAIN, Smooth, check_alpha, check_count, clopper_pearson_lower
+from dualrs.smoothing import ABSTAIN, Smooth, clopper_pearson_lower
+from dualrs.validation import check_input, check_settings, warn_if_never_certifies
 
 Variant = Literal["published", "union_bound"]
 VARIANTS: tuple[Variant, ...] = ("published", "union_bound")
@@ -138,12 +139,14 @@ class CascadeSmooth:
     ):
         if not classifiers:
             raise ValueError("CascadeSmooth needs at least one sigma")
+        check_settings(sigmas=classifiers)
         if not 0.5 <= threshold < 1:
             raise ValueError(f"threshold p0 must lie in [0.5, 1), got {threshold!r}")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.sigmas = sorted((float(s) for s in classifiers), reverse=True)
-        self.stages = [Smooth(classifiers[s], num_classes, s) for s in self.sigmas]
+        by_sigma = {float(s): model for s, model in classifiers.items()}
+        self.stages = [Smooth(by_sigma[s], num_classes, s, name=f"the classifier for sigma={s:g}") for s in self.sigmas]
         self.num_classes = num_classes
         self.threshold = float(threshold)
         self.variant = variant
@@ -160,11 +163,14 @@ class CascadeSmooth:
         harmonic = sum(1 / (k + 1) for k in range(len(self.stages)))
         return alpha * (2 * harmonic - 1)
 
+    def guess_share(self, level: float) -> float:
+        """The level of p̲ of the guess at a stage of level α_k: α_k published, α_k/2 for the union bound."""
+        return level if self.variant == "published" else level / 2
+
     def guess_lower(self, votes: StageVotes, level: float) -> float:
         """p̲ of the guess: one-sided Clopper–Pearson at α_k published (core_mdds.py
         ``confidence_bound``: a two-sided interval at 2α_k), at α_k/2 for the union bound."""
-        share = level if self.variant == "published" else level / 2
-        return float(clopper_pearson_lower(votes.counts[votes.guess], votes.n, share))
+        return float(clopper_pearson_lower(votes.counts[votes.guess], votes.n, self.guess_share(level)))
 
     def undecided(self, votes: StageVotes, level: float) -> bool:
         """May the stage be confident? Published: p̄ of the guess at α_k reaches p₀ (core_mdds.py
@@ -198,8 +204,10 @@ class CascadeSmooth:
     ) -> CascadeCertificate:
         """The cascade's class and radius R, wrong with probability ≤ :meth:`failure_bound`;
         (-1, NaN, 0) on abstention."""
-        check_count(n0, "n0"), check_count(n, "n"), check_count(batch_size, "batch_size")
-        check_alpha(alpha)
+        check_input(x)
+        check_settings(n0=n0, n=n, alpha=alpha, batch_size=batch_size)
+        warn_if_never_certifies(n, self.guess_share(self.stage_level(alpha, len(self.stages) - 1)),
+                                threshold=self.threshold)
         earlier: list[StageVotes] = []
         for k, (sigma, stage) in enumerate(zip(self.sigmas, self.stages)):
             guess = int(stage.sample_counts(x, n0, batch_size, generator).argmax())

@@ -1,6 +1,7 @@
 """``dualrs <command>``: one command per pipeline step (see ``dualrs --help``).
 
-Arguments are validated before any work starts; each command calls one function of
+Arguments are validated before any work starts (the Monte Carlo settings by
+:func:`dualrs.validation.check_settings`, as in the library); each command calls one function of
 :mod:`dualrs.tasks`.
 """
 from __future__ import annotations
@@ -9,13 +10,14 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 from pathlib import Path
 
 from dualrs import gpu_slots, runlog
-from dualrs.tables import concat_tables
+from dualrs.tables import OutputError, concat_tables
+from dualrs.validation import check_settings
 
 K = TypeVar("K", float, str)
 #: Names of :data:`dualrs.convert.PRESETS` (listed here so that the parser does not import torch).
@@ -47,13 +49,23 @@ def positive_int(text: str) -> int:
     return value
 
 
-def level(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 0.5:
-        from dualrs.validation import LEVEL_RULE
+def setting(name: str) -> Callable[[str], float | int]:
+    """The argument type of the Monte Carlo setting ``name`` (a keyword of :func:`check_settings`)."""
+    convert = int if name in ("n0", "n", "batch_size") else float
 
-        raise argparse.ArgumentTypeError(f"must lie in (0, 0.5), got {text!r}: {LEVEL_RULE}")
-    return value
+    def parse(text: str) -> float | int:
+        try:
+            value = convert(text)
+            check_settings(**{name: value})
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+level, beta_level, noise_level, draws = setting("alpha"), setting("beta"), setting("sigma"), setting("n")
 
 
 def fraction(text: str) -> float:
@@ -78,7 +90,7 @@ def sigma_path(text: str) -> tuple[float, Path]:
     sigma, sep, path = text.partition("=")
     if not sep or not path:
         raise argparse.ArgumentTypeError(f"expected SIGMA=PATH, got {text!r}")
-    return positive_float(sigma), Path(path)
+    return noise_level(sigma), Path(path)
 
 
 def name_path(text: str) -> tuple[str, Path]:
@@ -94,7 +106,7 @@ def name_sigma(text: str) -> tuple[str, float]:
     name, sep, sigma = text.rpartition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=SIGMA, got {text!r}")
-    return name, positive_float(sigma)
+    return name, noise_level(sigma)
 
 
 def expert_spec(text: str) -> dict:
@@ -105,7 +117,7 @@ def expert_spec(text: str) -> dict:
         raise argparse.ArgumentTypeError(
             f"an expert needs name, sigma, classifier (and optionally denoiser), got {text!r}")
     denoiser = spec.get("denoiser")
-    return {"name": str(spec["name"]), "sigma": positive_float(str(spec["sigma"])),
+    return {"name": str(spec["name"]), "sigma": noise_level(str(spec["sigma"])),
             "classifier": existing_file(spec["classifier"]), "denoiser": existing_dir(denoiser) if denoiser else None}
 
 
@@ -117,6 +129,8 @@ def json_object_or_file(text: str) -> dict:
 
 def existing_file(text: str) -> Path:
     path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"file not found: {text}")
     return path
@@ -162,16 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--root", type=Path, required=True, help="folder written by prepare-data")
             sub.add_argument("--data-options", type=json_object, default={}, help="JSON object")
         if sampling:
-            sub.add_argument("--n0", type=positive_int, required=True, help="noise draws to select the top class")
-            sub.add_argument("--n", type=positive_int, required=True, help="noise draws to bound its probability")
-            sub.add_argument("--batch-size", type=positive_int, required=True, help="noisy copies per forward pass")
+            sub.add_argument("--n0", type=setting("n0"), required=True, help="noise draws to select the top class")
+            sub.add_argument("--n", type=draws, required=True, help="noise draws to bound its probability")
+            sub.add_argument("--batch-size", type=setting("batch_size"), required=True,
+                             help="noisy copies per forward pass")
             sub.add_argument("--every", type=positive_int, default=1, help="certify every k-th sample")
             sub.add_argument("--shard", type=int, default=0, help="this shard's index")
             sub.add_argument("--num-shards", type=positive_int, default=1, help="number of shards")
+            sub.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                             help="the models' arithmetic on CUDA: bf16 = bfloat16 autocast (CPU: always fp32)")
         if optim:
             sub.add_argument("--epochs", type=positive_int, required=True, help="training epochs")
             sub.add_argument("--batch-size" if not sampling else "--train-batch-size", dest="train_batch_size",
-                             type=positive_int, required=True, help="training batch size")
+                             type=setting("batch_size"), required=True, help="training batch size")
             sub.add_argument("--lr", type=positive_float, required=True, help="initial learning rate")
             sub.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="weight decay")
             sub.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
@@ -180,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--milestones", type=positive_int, nargs="*", default=[],
                              help="epochs at which the learning rate is multiplied by --gamma (default: cosine decay)")
             sub.add_argument("--gamma", type=positive_float, default=0.5, help="learning-rate factor at each milestone")
+            sub.add_argument("--micro-batch-size", type=positive_int, default=None,
+                             help="accumulate gradients over micro-batches of this size (default: the whole batch)")
+            sub.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                             help="training arithmetic on CUDA: bf16 = bfloat16 autocast (CPU: always fp32)")
+            sub.add_argument("--grad-checkpointing", action="store_true",
+                             help="recompute activations in backward to save GPU memory (timm models)")
         if denoiser:
             sub.add_argument("--denoiser", type=existing_dir, default=None,
                              help="diffusers UNet directory: denoised smoothing when given")
@@ -190,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("train-denoiser", "train a small DDPM on the training split (Ho et al. 2020)")
     sub.add_argument("--steps", type=positive_int, required=True, help="training steps")
-    sub.add_argument("--batch-size", type=positive_int, required=True, help="images per step")
+    sub.add_argument("--batch-size", type=setting("batch_size"), required=True, help="images per step")
     sub.add_argument("--lr", type=positive_float, required=True, help="AdamW learning rate")
     sub.add_argument("--out", type=Path, required=True, help="denoiser directory to write")
     sub.set_defaults(run=lambda a: _tasks().train_denoiser(
@@ -209,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "certifies any dualrs classifier checkpoint")):
         sub = command(name, help, sampling=True, denoiser=True)
         sub.add_argument("--classifier", type=existing_file, required=True, help="classifier checkpoint")
-        sub.add_argument("--sigma", type=positive_float, required=True, help="noise level sigma")
+        sub.add_argument("--sigma", type=noise_level, required=True, help="noise level sigma")
         sub.add_argument("--alpha", type=level, required=True, help="failure probability of the classifier's bound")
         sub.add_argument("--out", type=Path, required=True, help="file to write")
         sub.set_defaults(run=lambda a, split=split: _tasks().certify_smoothed(
@@ -218,15 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("certify-dual", "dual RS on the test split (Theorem 4.2)", sampling=True, denoiser=True)
     sub.add_argument("--estimator", type=existing_file, required=True, help="estimator checkpoint")
     sub.add_argument("--classifier", type=sigma_path, action="append", required=True, help="SIGMA=CHECKPOINT")
-    sub.add_argument("--sigma-e", type=positive_float, required=True, help="noise level sigma_e of the estimator")
+    sub.add_argument("--sigma-e", type=setting("sigma_e"), required=True, help="noise level sigma_e of the estimator")
     sub.add_argument("--alpha", type=level, required=True, help="failure probability of the classifier's bound")
-    sub.add_argument("--beta", type=level, required=True, help="failure probability of the estimator's bound")
+    sub.add_argument("--beta", type=beta_level, required=True, help="failure probability of the estimator's bound")
     sub.add_argument("--adaptive", action="store_true",
                      help="sequential sampling: stop once the certificate is settled (same guarantee)")
+    sub.add_argument("--radii", type=nonnegative_float, nargs="+", default=None,
+                     help="with --adaptive: the table's radius grid, whose step each certificate settles "
+                          "(default: multiples of 0.25)")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().certify_dual(
         _data(a), a.estimator, _unique(a.classifier, "sigma"), a.sigma_e, a.denoiser, _sampling(a), a.alpha, a.beta,
-        a.out, a.device, a.adaptive))
+        a.out, a.device, a.adaptive, a.radii))
 
     sub = command("certify-cascade", "cascaded RS from the largest sigma down (Jeong & Shin 2023)", sampling=True,
                   denoiser=True)
@@ -248,9 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--router", type=existing_file, required=True, help="estimator checkpoint over the experts")
     sub.add_argument("--expert", type=expert_spec, action="append", required=True,
                      help='JSON {"name", "sigma", "classifier", "denoiser"}, in the router\'s class order')
-    sub.add_argument("--sigma-e", type=positive_float, required=True, help="noise level sigma_e of the estimator")
+    sub.add_argument("--sigma-e", type=setting("sigma_e"), required=True, help="noise level sigma_e of the estimator")
     sub.add_argument("--alpha", type=level, required=True, help="failure probability of the classifier's bound")
-    sub.add_argument("--beta", type=level, required=True, help="failure probability of the estimator's bound")
+    sub.add_argument("--beta", type=beta_level, required=True, help="failure probability of the estimator's bound")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().certify_router(
         _data(a), a.router, [_tasks().ExpertSpec(**spec) for spec in a.expert], a.sigma_e, a.denoiser,
@@ -264,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="NAME=TSV, one per expert in class order: train a router")
     sub.add_argument("--arch", required=True, help="model architecture (dualrs.models)")
     sub.add_argument("--model-options", type=json_object, default={}, help="JSON object of architecture options")
-    sub.add_argument("--sigma-e", type=positive_float, required=True, help="noise level sigma_e of the estimator")
+    sub.add_argument("--sigma-e", type=setting("sigma_e"), required=True, help="noise level sigma_e of the estimator")
     sub.add_argument("--temperature", type=positive_float, default=None,
                      help="targets softmax(radii/temperature); default: the plain softmax of the radii (Sec. 5)")
     sub.add_argument("--radius-weight", choices=["strong", "weak", "none"], default="strong",
@@ -288,17 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("route", "route every training input to the estimator's majority-vote sigma", denoiser=True)
     sub.add_argument("--estimator", type=existing_file, required=True, help="estimator checkpoint")
-    sub.add_argument("--sigma-e", type=positive_float, required=True, help="noise level sigma_e of the estimator")
-    sub.add_argument("--n", type=positive_int, required=True, help="noise draws per vote")
-    sub.add_argument("--batch-size", type=positive_int, required=True, help="noisy copies per forward pass")
+    sub.add_argument("--sigma-e", type=setting("sigma_e"), required=True, help="noise level sigma_e of the estimator")
+    sub.add_argument("--n", type=draws, required=True, help="noise draws per vote")
+    sub.add_argument("--batch-size", type=setting("batch_size"), required=True, help="noisy copies per forward pass")
+    sub.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                     help="the estimator's arithmetic on CUDA: bf16 = bfloat16 autocast (CPU: always fp32)")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().route_training_set(
-        _data(a), a.estimator, a.sigma_e, a.n, a.batch_size, a.seed, a.denoiser, a.out, a.device))
+        _data(a), a.estimator, a.sigma_e, a.n, a.batch_size, a.seed, a.denoiser, a.out, a.device, a.precision))
 
     sub = command("finetune", "finetune the classifier for one sigma on the inputs routed to it (or, without "
                   "--sigma, one shared classifier on every input at its routed sigma)", optim=True, denoiser=True)
     sub.add_argument("--classifier", type=existing_file, required=True, help="classifier checkpoint")
-    sub.add_argument("--sigma", type=positive_float, default=None, help="the expert's sigma")
+    sub.add_argument("--sigma", type=noise_level, default=None, help="the expert's sigma")
     sub.add_argument("--routes", type=existing_file, required=True, help="TSV written by `dualrs route`")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().finetune_classifier(
@@ -407,14 +435,14 @@ def _data(a: argparse.Namespace) -> tasks.DataRef:
 def _sampling(a: argparse.Namespace) -> tasks.Sampling:
     if not 0 <= a.shard < a.num_shards:
         raise SystemExit(f"dualrs: error: --shard must lie in [0, {a.num_shards}), got {a.shard}")
-    return _tasks().Sampling(a.n0, a.n, a.batch_size, a.seed, a.every, a.shard, a.num_shards)
+    return _tasks().Sampling(a.n0, a.n, a.batch_size, a.seed, a.every, a.shard, a.num_shards, a.precision)
 
 
 def _optim(a: argparse.Namespace) -> Optim:
     from dualrs.train import Optim
 
     return Optim(a.epochs, a.train_batch_size, a.lr, a.weight_decay, a.num_workers, a.optimizer,
-                 tuple(a.milestones), a.gamma)
+                 tuple(a.milestones), a.gamma, a.micro_batch_size, a.precision, a.grad_checkpointing)
 
 
 # Commands that never run a model on ``--device``; every other one, with ``--device`` auto or cuda,
@@ -426,6 +454,62 @@ HOST_COMMANDS = frozenset({"prepare-data", "fetch-pretrained", "merge", "report"
 INPUT_TYPES = (existing_file, existing_dir, sigma_path, name_path, expert_spec)
 
 
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Rules across arguments and what the named files say they are, checked before any work: α + β < ½
+    (:func:`check_settings`), a device torch knows, classifiers that are not estimators, an estimator
+    (over sigmas) where ``route`` needs one, an output file that is not an existing directory."""
+    import torch
+
+    out = getattr(args, "out", None)
+    if out is not None and out.is_dir() and args.command != "train-denoiser":
+        parser.error(f"argument --out: {out} is a directory; name the file to write")
+    try:
+        check_settings(alpha=getattr(args, "alpha", None), beta=getattr(args, "beta", None))
+    except ValueError as error:
+        parser.error(f"arguments --alpha, --beta: {error}")
+    if args.device != "auto":
+        try:
+            torch.device(args.device)
+        except RuntimeError as error:
+            parser.error(f"argument --device: {args.device!r} is not a device: {error}")
+    for flag, path in _classifier_paths(args):
+        meta = _metadata(path)
+        if meta is not None and ("sigmas" in meta or "experts" in meta or meta.get("role") == "estimator"):
+            parser.error(f"argument {flag}: {path} is a checkpoint of a variance estimator or router "
+                         f"(role {meta.get('role')!r}), not of a classifier")
+    if args.command == "route":
+        meta = _metadata(args.estimator)
+        if meta is not None and not isinstance(meta.get("sigmas"), list):
+            parser.error(f"argument --estimator: {args.estimator} is not a checkpoint of a variance estimator: its "
+                         f"metadata names no candidate sigmas (role {meta.get('role')!r}, "
+                         f"{'experts ' + str(meta['experts']) if 'experts' in meta else 'no experts'})")
+
+
+def _classifier_paths(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The classifier checkpoints a command is given, with their flag."""
+    given = getattr(args, "classifier", None)
+    if isinstance(given, Path):
+        return [("--classifier", given)]
+    if args.command == "certify-router":
+        return [("--expert", spec["classifier"]) for spec in args.expert]
+    return [("--classifier", path) for _, path in given or []]
+
+
+def _metadata(path: Path) -> dict | None:
+    """A checkpoint's metadata, or None when it cannot be read (loading it reports why)."""
+    from dualrs.io import metadata_path, read_metadata
+
+    try:
+        return read_metadata(metadata_path(path))
+    except (OSError, ValueError):
+        return None
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -434,16 +518,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command not in HOST_COMMANDS:
         import torch
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        _check_arguments(parser, args)
         if args.device in ("auto", "cuda"):
             gpu_slot = gpu_slots.pin_gpu(torch.cuda.device_count())
+        from dualrs.seeding import deterministic
+
+        deterministic(args.seed, args.threads)
     device = None if args.command in HOST_COMMANDS else runlog.device_description(args.device)
     try:
         with runlog.logged(runlog.header(argv, args, runlog.input_paths(parser, args, INPUT_TYPES), device)):
             args.run(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, OutputError) as error:
         sys.exit(f"dualrs {args.command}: error: {error}")
+    except RuntimeError as error:
+        if not _out_of_memory(error):
+            raise
+        sys.exit(f"dualrs {args.command}: error: out of memory on device {args.device!r} "
+                 f"({str(error).splitlines()[0]}); lower --batch-size")
     finally:
         if gpu_slot is not None:
             gpu_slot.release()

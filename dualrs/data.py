@@ -366,18 +366,53 @@ def _write_tsv(path: Path, samples: Sequence[tuple[str, int]]) -> None:
     _atomic_write_text(path, buffer.getvalue())
 
 
+def _image_problem(path: str) -> str | None:
+    """Why PIL cannot read ``path`` as the loader does (``verify`` checks the file's structure, ``load``
+    decodes every pixel, which finds truncated data), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            image.load()
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... on corrupt files
+        return f"{path}: {type(error).__name__}: {error}"
+    return None
+
+
+def verify_images(samples: Sequence[tuple[str, int]], keys: str) -> None:
+    """Raise one ValueError naming every image of ``samples`` that does not decode, before anything is
+    written: a corrupt image would otherwise stop a certification job hours into its shard."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        problems = [p for p in pool.map(_image_problem, [path for path, _ in samples]) if p]
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ValueError(f"{len(problems)} of the {len(samples)} images selected from {keys} do not decode; "
+                         f"replace or remove them:\n  {shown}")
+
+
 def _prepare_imagenet(root: Path, seed: int, opts: ImageNetOptions) -> None:
-    """Write ``classes.txt``, ``test.tsv`` and (with ``train_source``) ``train.tsv``."""
+    """Write ``classes.txt``, ``test.tsv`` and (with ``train_source``) ``train.tsv`` once every image they
+    list decodes."""
     classes, samples = _imagenet_test(opts)
+    test, train = samples[:: opts.every], None
+    if opts.train_source is not None:
+        folder = _image_folder(opts.train_source, "train_source")
+        if folder.classes != classes:
+            raise ValueError(f"class folders of {opts.train_source} differ from the classes of {opts.source}")
+        train = folder.samples[:: opts.train_every]
+    keys = f"{opts.source} (config key data.imagenet.source)" + (
+        "" if train is None else f" and {opts.train_source} (data.imagenet.train_source)")
+    verify_images([*test, *(train or [])], keys)
     _atomic_write_text(root / "classes.txt", "".join(f"{c}\n" for c in classes))
-    _write_tsv(root / "test.tsv", samples[:: opts.every])
-    if opts.train_source is None:
+    _write_tsv(root / "test.tsv", test)
+    if train is None:
         (root / "train.tsv").unlink(missing_ok=True)
-        return
-    train = _image_folder(opts.train_source, "train_source")
-    if train.classes != classes:
-        raise ValueError(f"class folders of {opts.train_source} differ from the classes of {opts.source}")
-    _write_tsv(root / "train.tsv", train.samples[:: opts.train_every])
+    else:
+        _write_tsv(root / "train.tsv", train)
 
 
 class ImageListDataset(Dataset):

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from dualrs.progress import progress as progress_bar
+from dualrs.tables import give_default_modes
+from dualrs.validation import NonFiniteError
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 CONDITIONING_FILE = "conditioning.json"
@@ -129,6 +131,9 @@ class DiffusionDenoiser(torch.nn.Module):
         """Map ``x + δ`` (shape ``(N, C, H, W)``, ``[0, 1]`` scale) to ``x̂0`` in ``[0, 1]``."""
         x_t = self.alphas_cumprod[self.timestep].sqrt() * (2.0 * x_noisy.float() - 1.0)
         x0 = self.predict_x0(x_t)
+        if not bool(torch.isfinite(x0).all()):
+            raise NonFiniteError(f"the diffusion denoiser (sigma={self.sigma:g}, timestep {self.timestep}) returned "
+                                 "non-finite values (NaN or inf)")
         return ((x0.clamp(-1.0, 1.0) + 1.0) / 2.0).to(x_noisy.dtype)
 
     def predict_x0(self, x_t: torch.Tensor) -> torch.Tensor:
@@ -281,6 +286,7 @@ def save_denoiser(
         DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(tmp))
         if conditioning is not None:
             (tmp / CONDITIONING_FILE).write_text(json.dumps(conditioning, indent=2) + "\n")
+        give_default_modes(tmp)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / target.name)

@@ -9,14 +9,14 @@ constant within R = min(R_σ, R_c), with probability at least 1 − α − β by
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from dualrs.sequential import Looks, SequentialStage, select_class, settle_minimum
-from dualrs.smoothing import ABSTAIN, Smooth, check_alpha, check_count, device_of
-from dualrs.validation import check_input
+from dualrs.sequential import AdaptiveStage, select_class, settle
+from dualrs.smoothing import ABSTAIN, Smooth, device_of
+from dualrs.validation import check_input, check_settings, warn_if_never_certifies
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,16 @@ class DualSmooth:
         self, estimator: torch.nn.Module, classifiers: Mapping[float, torch.nn.Module],
         sigma_e: float, num_classes: int, *, autocast: torch.dtype | None = None, channels_last: bool = False,
     ):
+        check_settings(sigma_e=sigma_e, sigmas=classifiers)
         if len(classifiers) < 2:
             raise ValueError(f"DualSmooth needs at least two candidate sigmas, got {sorted(classifiers)}")
         options = {"autocast": autocast, "channels_last": channels_last}
         self.sigmas = sorted(float(s) for s in classifiers)
-        self.estimator = Smooth(estimator, len(self.sigmas), sigma_e, **options)
-        self.classifiers = {s: Smooth(classifiers[s], num_classes, s, **options) for s in self.sigmas}
+        by_sigma = {float(s): model for s, model in classifiers.items()}
+        self.estimator = Smooth(estimator, len(self.sigmas), sigma_e, **options,
+                                name=f"the variance estimator over sigmas {self.sigmas}")
+        self.classifiers = {s: Smooth(by_sigma[s], num_classes, s, **options, name=f"the classifier for sigma={s:g}")
+                            for s in self.sigmas}
 
     def estimate(
         self, x: torch.Tensor, n0: int, n: int, beta: float, batch_size: int,
@@ -63,21 +67,21 @@ class DualSmooth:
 
     def certify(
         self, x: torch.Tensor, n0: int, n: int, alpha: float, beta: float, batch_size: int,
-        generator: torch.Generator | None = None, adaptive: bool = False,
+        generator: torch.Generator | None = None, adaptive: bool = False, radii: Sequence[float] | None = None,
     ) -> DualCertificate:
         """Certify x with radius min(R_σ, R_c), valid with probability ≥ 1 − α − β (Theorem 4.2).
 
         The estimator and the classifier draw their noise from two generators seeded from
-        ``generator`` (:func:`split_generator`). ``adaptive`` bounds both at looks n/8, n/4, n/2, n
-        with alpha spending and stops each once the outcome is settled; the prediction and radius
-        are those of taking every look (:mod:`dualrs.sequential`), with the same guarantee.
+        ``generator`` (:func:`split_generator`). ``adaptive`` samples at most n per stage and stops
+        once the radius is settled on the grid ``radii`` (default: multiples of 0.25), with the same
+        guarantee (:mod:`dualrs.sequential`).
         """
         check_input(x)
-        check_count(n0, "n0"), check_count(n, "n"), check_count(batch_size, "batch_size")
-        check_alpha(alpha, "alpha"), check_alpha(beta, "beta")
+        check_settings(n0=n0, n=n, alpha=alpha, beta=beta, batch_size=batch_size)
+        warn_if_never_certifies(n, beta), warn_if_never_certifies(n, alpha)
         estimator_noise, classifier_noise = split_generator(generator, device_of(self.estimator.base_classifier))
         if adaptive:
-            return self._certify_adaptive(x, n0, n, alpha, beta, batch_size, estimator_noise, classifier_noise)
+            return self._certify_adaptive(x, n0, n, alpha, beta, batch_size, estimator_noise, classifier_noise, radii)
         sigma, r_sigma = self.estimate(x, n0, n, beta, batch_size, estimator_noise)
         if math.isnan(sigma):
             return DualCertificate(ABSTAIN, sigma, 0.0, 0.0, 0.0, n0 + n)
@@ -87,28 +91,27 @@ class DualSmooth:
 
     def _certify_adaptive(
         self, x: torch.Tensor, n0: int, n: int, alpha: float, beta: float, batch_size: int,
-        estimator_noise: torch.Generator, classifier_noise: torch.Generator,
+        estimator_noise: torch.Generator, classifier_noise: torch.Generator, radii: Sequence[float] | None,
     ) -> DualCertificate:
-        """Dual certification with sequential bounds (:mod:`dualrs.sequential`), valid w.p. ≥ 1 − α − β.
+        """Dual certification with anytime-valid bounds (:mod:`dualrs.sequential`), valid w.p. ≥ 1 − α − β.
 
-        After both n0 selections, the estimator bounds p_σ̂ at looks n/8, n/4, n/2, n spending β and
-        the classifier p_A at the same looks spending α (the union bound of Theorem 4.2 covers every
-        look of both). The stage with the smaller radius so far looks next; a stage stops once its
-        radius can no longer be raised or exceeds the other's reach (the largest radius its
-        remaining looks could give), e.g. R_σ above every R_c the classifier can still certify, or
-        once its abstention is certain. The prediction and min(R_σ, R_c) are those of taking every
-        look; ``r_sigma`` and ``r_c`` are the bounds where each stage stopped (``sigma`` is NaN
-        when the estimator's stayed below ½). Against fixed-n CERTIFY, the last look spends 90% of
-        each level.
+        Each n0 selection stops once its guess is that of all n0 draws. The estimator then bounds
+        p_σ̂ at level β and the classifier p_A at level α, each with a confidence sequence at 10% of
+        its level and, at its n-th draw, the Clopper–Pearson bound at the other 90%: a bound that
+        holds at every look (union bound with Theorem 4.2). Sampling stops once min(R_σ, R_c) is
+        settled on the radius grid: the stage with the smaller certified grid step looks next, and
+        a stage stops when no later look can plausibly raise the minimum's step (e.g. the
+        estimator's upper bound below ½: early abstention). ``r_sigma`` and ``r_c`` are each
+        stage's best bound where it stopped; ``sigma`` is NaN when the estimator's stayed below ½.
         """
-        guess = select_class(self.estimator, x, n0, batch_size, estimator_noise)
+        guess, estimator_selection = select_class(self.estimator, x, n0, batch_size, estimator_noise)
         sigma = self.sigmas[guess]
         classifier = self.classifiers[sigma]
-        label = select_class(classifier, x, n0, batch_size, classifier_noise)
-        estimate = SequentialStage(self.estimator, x, guess, Looks.spending(n, beta), batch_size, estimator_noise)
-        bound = SequentialStage(classifier, x, label, Looks.spending(n, alpha), batch_size, classifier_noise)
-        settle_minimum([estimate, bound])
-        samples = 2 * n0 + estimate.drawn + bound.drawn
+        label, classifier_selection = select_class(classifier, x, n0, batch_size, classifier_noise)
+        estimate = AdaptiveStage(self.estimator, x, guess, n, beta, radii, batch_size, estimator_noise)
+        bound = AdaptiveStage(classifier, x, label, n, alpha, radii, batch_size, classifier_noise)
+        settle([estimate, bound])
+        samples = estimator_selection + classifier_selection + estimate.drawn + bound.drawn
         estimated, certified = estimate.result(), bound.result()
         if estimated.prediction == ABSTAIN:
             return DualCertificate(ABSTAIN, math.nan, 0.0, 0.0, 0.0, samples)

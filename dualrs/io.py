@@ -11,14 +11,22 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from dualrs.models import create_model
+from dualrs.models import check_finite_weights, create_model, to_device
 from dualrs.tables import atomic_file, write_json
 
 _BUILD_ONLY_KWARGS = ("weights", "pretrained")
+SUFFIX = ".safetensors"
 
 
 def metadata_path(checkpoint: Path | str) -> Path:
-    return Path(checkpoint).with_suffix(".json")
+    """``<name>.json`` beside ``<name>.safetensors``. Only that suffix is accepted, so that no two
+    checkpoints share a metadata file (``clf_sigma0.25`` and ``clf_sigma0.5`` would both map to
+    ``clf_sigma0.json``, ``m`` and ``m.safetensors`` both to ``m.json``)."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix != SUFFIX:
+        raise ValueError(f"checkpoint {checkpoint} must be named *{SUFFIX}: its metadata is written beside it "
+                         f"as <name>.json, which only that suffix keeps apart from other checkpoints' metadata")
+    return checkpoint.with_suffix(".json")
 
 
 def save_checkpoint(path: Path | str, model: nn.Module, meta: Mapping[str, Any]) -> None:
@@ -26,9 +34,10 @@ def save_checkpoint(path: Path | str, model: nn.Module, meta: Mapping[str, Any])
     missing = {"arch", "num_classes", "in_chans"} - set(meta)
     if missing:
         raise ValueError(f"checkpoint metadata lacks {sorted(missing)}")
+    meta_file = metadata_path(path)
     with atomic_file(path) as tmp:
         safetensors.torch.save_model(model, str(tmp))
-        write_json(metadata_path(path), dict(meta))
+        write_json(meta_file, dict(meta))
 
 
 def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -41,12 +50,13 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tup
     kwargs = {k: v for k, v in meta.get("model_kwargs", {}).items() if k not in _BUILD_ONLY_KWARGS}
     model = create_model(meta["arch"], meta["num_classes"], meta["in_chans"], **kwargs)
     try:
-        safetensors.torch.load_model(model, str(path), device=str(device))
+        safetensors.torch.load_model(model, str(path), device="cpu")
     except RuntimeError as error:
         raise ValueError(f"checkpoint {path} does not match architecture {meta['arch']!r}: {error}") from None
     except safetensors.SafetensorError as error:
-        raise ValueError(f"checkpoint {path} is not a safetensors file ({error})") from None
-    return model.to(device).eval(), meta
+        raise ValueError(f"checkpoint {path} is not a safetensors file, or is truncated ({error})") from None
+    check_finite_weights(model, f"checkpoint {path}")
+    return to_device(model, device, f"checkpoint {path}").eval(), meta
 
 
 def read_metadata(meta_file: Path) -> dict:

@@ -11,14 +11,18 @@ and the one-hot argmax_k r_ik are ablations), the class-balance weight w_e and t
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
+import torch
+from scipy.special import ndtri, softmax
 
+from dualrs.sequential import AdaptiveBound, AdaptiveStage, select_class, settle
+from dualrs.smoothing import Smooth, lower_confidence_bound
 from dualrs.tables import read_table
 
 K = TypeVar("K", bound=Hashable)
@@ -119,3 +123,27 @@ def label_summary(radii: np.ndarray, candidates: list) -> pd.DataFrame:
     informative = radii.max(axis=1) > 0
     best = radii.argmax(axis=1)[informative]
     return pd.DataFrame({"candidate": candidates, "best": np.bincount(best, minlength=len(candidates))})
+
+
+def adaptive_label(
+    smooth: Smooth, x: torch.Tensor, n0: int, n: int, alpha: float, precision: float, batch_size: int,
+    generator: torch.Generator | None = None,
+) -> AdaptiveBound:
+    """An option of the labelling step (the paper's is fixed-n CERTIFY with N_label = ``n`` draws): the
+    label radius certified to within ``precision`` instead, drawing at most n.
+
+    :class:`~dualrs.sequential.AdaptiveStage` on the grid of multiples of ``precision``: sampling stops
+    once the radius's grid step is settled, so the radius is that of its last look's step, which the
+    fixed-n certificate shares unless the input is near a step's threshold; the bound holds with
+    probability ≥ 1 − α whatever the stopping (:mod:`dualrs.sequential`, (2)). The guess comes from
+    the n0 draws (stopping once it is that of all n0). ``trials`` of the result counts the draws after
+    the selection; its ``radius`` is 0 and ``prediction`` −1 when the bound stays below ½.
+    """
+    if not (math.isfinite(precision) and precision > 0):
+        raise ValueError(f"label precision must be a positive radius, got {precision!r}")
+    guess, _ = select_class(smooth, x, n0, batch_size, generator)
+    largest = smooth.sigma * float(ndtri(lower_confidence_bound(n, n, alpha)))
+    stage = AdaptiveStage(smooth, x, guess, n, alpha, [precision * k for k in range(int(largest / precision) + 1)],
+                          batch_size, generator)
+    settle([stage])
+    return stage.result()

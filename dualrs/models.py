@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dualrs.validation import NonFiniteError
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -46,6 +48,29 @@ def create_model(arch: str, num_classes: int, in_chans: int, **kwargs) -> nn.Mod
     if arch not in _REGISTRY:
         raise ValueError(f"unknown model architecture {arch!r}; known: {', '.join(list_models())}")
     return _REGISTRY[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def enable_grad_checkpointing(model: nn.Module) -> None:
+    """Recompute activations in backward in every submodule that offers it (timm's
+    ``set_grad_checkpointing``); refuse a model that offers none."""
+    found = [module for module in model.modules() if hasattr(module, "set_grad_checkpointing")]
+    if not found:
+        raise ValueError(f"{type(model).__name__} offers no gradient checkpointing (timm's set_grad_checkpointing); "
+                         "turn grad_checkpointing off for it")
+    for module in found:
+        module.set_grad_checkpointing(True)
+
+
+class Autocast(nn.Module):
+    """``model`` under autocast to ``dtype`` on its inputs' device, logits returned in float32."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x).float()
 
 
 class Normalize(nn.Module):
@@ -362,6 +387,7 @@ def load_backbone_weights(backbone: nn.Module, weights: str | Path, reinit_head:
     backbone's (else :func:`_head_mismatch`) unless ``reinit_head``, which keeps the fresh initialisation.
     """
     state = read_state_dict(weights)
+    check_finite_weights(state, f"weights {weights}")
     own, head_keys = backbone.state_dict(), _head_keys(backbone)
     missing, unexpected = sorted(set(own) - head_keys - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
@@ -376,6 +402,26 @@ def load_backbone_weights(backbone: nn.Module, weights: str | Path, reinit_head:
         backbone.load_state_dict(state, strict=False)
     except RuntimeError as error:
         raise ValueError(f"{weights} does not fit {type(backbone).__name__}: {error}") from None
+
+
+def check_finite_weights(tensors: nn.Module | dict[str, torch.Tensor], source: str) -> None:
+    """Every floating-point parameter and buffer (or tensor of a state dict) must be finite: a NaN or ±inf
+    weight makes every output meaningless. The error names ``source`` and the first offending tensors."""
+    state = tensors.state_dict() if isinstance(tensors, nn.Module) else tensors
+    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteError(f"{source} has non-finite weights (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[:3]}")
+
+
+def to_device(model: nn.Module, device: torch.device | str, source: str) -> nn.Module:
+    """``model`` moved to ``device``; a device that cannot take it (no driver, out of memory, CUDA missing
+    from this torch build) is one ``ValueError`` naming ``source``, the device and the reason."""
+    try:
+        return model.to(device)
+    except (RuntimeError, AssertionError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{source} was read, but the model cannot be placed on device {str(device)!r}: {reason}") \
+            from error
 
 
 _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")  # wrappers of training checkpoints

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dualrs.smoothing import ABSTAIN, Smooth, check_alpha
+from dualrs.smoothing import ABSTAIN, Smooth
+from dualrs.validation import check_input, check_settings, warn_if_never_certifies
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,19 @@ class Router:
             raise ValueError(f"a router needs at least two experts, got {names}")
         if len(set(names)) != len(names):
             raise ValueError(f"expert names must be unique, got {names}")
+        check_settings(sigma_e=sigma_e, sigmas=[e.sigma for e in experts])
         self.experts = list(experts)
-        self.router = Smooth(router, len(experts), sigma_e)
-        self.smoothed = [Smooth(e.model, num_classes, e.sigma) for e in experts]
+        self.router = Smooth(router, len(experts), sigma_e, name=f"the router over experts {names}")
+        self.smoothed = [Smooth(e.model, num_classes, e.sigma, name=f"expert {e.name!r}") for e in experts]
 
     def certify(
         self, x: torch.Tensor, n0: int, n: int, alpha: float, beta: float, batch_size: int,
         generator: torch.Generator | None = None,
     ) -> RouterCertificate:
         """Route x (router bound at level β), certify it with the chosen expert (level α)."""
-        check_alpha(alpha, "alpha"), check_alpha(beta, "beta")
+        check_input(x)
+        check_settings(n0=n0, n=n, alpha=alpha, beta=beta, batch_size=batch_size)
+        warn_if_never_certifies(n, beta), warn_if_never_certifies(n, alpha)
         choice, r_route = self.router.certify(x, n0, n, beta, batch_size, generator)
         if choice == ABSTAIN:
             return RouterCertificate(ABSTAIN, "", math.nan, 0.0, 0.0, 0.0)

@@ -1,157 +1,268 @@
-"""Sequential CERTIFY: Clopper–Pearson bounds at a fixed set of looks with alpha spending.
+"""Adaptive CERTIFY: an anytime-valid lower bound on p_A, and sampling that stops once the radius is
+known on a grid.
 
-CERTIFY (Cohen et al. 2019) bounds p_A from n votes. The sequential form looks at the votes only
-at cumulative sample sizes n_1 < n_2 < … < n_K = n; at look k it computes the one-sided
-Clopper–Pearson bound p_k from the k-th count at its own level α_k, where α_1 + … + α_K = α
-(Bonferroni alpha spending). By the union bound
+**The bound.** The votes X_1, X_2, … for the guess A are i.i.d. Bernoulli(p_A); k_t = X_1 + … + X_t.
+For m ∈ (0, 1) let
 
-    P[∃k: p_k > p_A] ≤ Σ_k P[p_k > p_A] ≤ Σ_k α_k = α,
+    M_t(m) = ∫_m^1 (θ/m)^{k_t} ((1 − θ)/(1 − m))^{t − k_t} dθ/(1 − m)
+           = B(k_t + 1, t − k_t + 1) · Ī_m(k_t + 1, t − k_t + 1) / (m^{k_t} (1 − m)^{t − k_t + 1}),
 
-so whatever rule stops at look τ from the votes seen so far, max_{k≤τ} p_k is a (1 − α) lower
-bound on p_A and σ·Φ⁻¹(max_{k≤τ} p_k) a radius valid with probability ≥ 1 − α (Cohen et al.,
-Theorem 1). Bounding at every look with the full α would not be: the chance that some look
-overshoots grows with the number of looks.
+the likelihood ratio of the uniform mixture of alternatives θ ∈ [m, 1] against p = m (B the beta
+function, Ī_m the regularized upper incomplete beta function): a one-sided beta-binomial mixture
+(Robbins 1970; the conjugate mixtures of Howard, Ramdas, McAuliffe & Sekhon 2021). Under
+p_A = m it is a nonnegative martingale with M_0 = 1, so by Ville's inequality
+P[∃t: M_t(p_A) ≥ 1/a] ≤ a. Substituting θ = m + (1 − m)u shows that M_t(m) decreases in m, hence
 
-Stopping changes no outcome. For a final radius min_s R_s over stages s (dual RS: min(R_σ, R_c),
-Sun et al. 2025, Theorem 4.2), each stage keeps its radius so far R_s (of max_{j≤k} p_j; −∞ while
-below ½) and its reach R̄_s, the largest radius any later look could give if every further vote
-went to its guess. R_s ≤ (its radius after all K looks) ≤ R̄_s, so once every stage is *settled*,
-R̄_s ≤ R_s (no look can raise it) or R_s ≥ min_{t≠s} R̄_t (it cannot be the minimum), min_s R_s
-equals the minimum after all looks of all stages (:func:`settle_minimum`).
+    L_t(a) = inf{m : M_t(m) < 1/a}   satisfies   P[∃t ≥ 1: L_t(a) > p_A] ≤ a     (1)
+
+(a time-uniform lower confidence sequence, Howard et al. 2021), and U_t(a) = 1 − L_t(a) computed on the
+failures is an upper one.
+
+**A stage** (one smoothed model at one input: the estimator, or the classifier for σ̂) takes looks at
+sample sizes n_1 < … < n_K = n. Its bound after look k is the largest of L_{n_j}(εα), j ≤ k, and, at
+the last look only, the one-sided Clopper–Pearson bound of the n votes at level (1 − ε)α: the
+fixed-n CERTIFY bound of Cohen et al. (2019). By (1) and the union bound
+
+    P[the bound at any look exceeds p_A] ≤ εα + (1 − ε)α = α,                        (2)
+
+so the bound where sampling stops, whatever rule chose that look, is a (1 − α) lower bound on p_A
+and σ·Φ⁻¹(bound) a valid radius (Cohen et al., Theorem 1). With two stages, the estimator at β and
+the classifier at α, min(R_σ, R_c) is valid with probability ≥ 1 − α − β (Sun et al. 2025,
+Theorem 4.2): (2) holds for each stage whatever the other did. ε = ``EARLY_SHARE`` = 0.1: a stage
+that reaches its last look certifies as fixed-n CERTIFY at 0.9α does.
+
+**Stopping** (any rule keeps (2); this one aims at fixed-n's certified accuracy on a radius grid
+r_1 < r_2 < …). A stage's *certified* step is the number of grid radii at or below its radius (0
+while its bound is below ½: abstention). Its *potential* step is the largest step j whose
+threshold τ_j = Φ(r_j/σ) it may still certify: the last look can still reach τ_j (k*_j ≤ k_t + n − t,
+k*_j the least count of n votes whose last-look bound reaches τ_j) and is not unlikely to,
+P[Bin(n − t, U_t(γ)) ≥ k*_j − k_t] ≥ δ, with γ = δ = ``FUTILITY`` = 0.01 (stochastic
+curtailment, Lan, Simon & Halperin 1982). Dual certification stops once the smaller certified step
+of the two stages equals the smaller potential step; until then the stage with the smaller certified
+step looks next. So an input stops early when its radius is far inside a grid cell, when the
+estimator's upper bound falls below ½ (early abstention), or when the other stage caps the minimum.
+The futility rule can only lose a step that the last look would have certified with probability
+below about γ + δ.
+
+**Selection** (the n0 draws that pick A) stops as soon as the leading class's lead over the
+runner-up exceeds the draws left: the guess is that of all n0 draws.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import norm
+from numpy.typing import ArrayLike
+from scipy.special import betaincc, betaln, ndtri
+from scipy.stats import beta, norm
 
-from dualrs.smoothing import CertifyBound, Smooth, check_alpha, check_count, clopper_pearson_lower
+from dualrs.smoothing import CertifyBound, Smooth, clopper_pearson_lower
+from dualrs.validation import check_count, check_level
 
-LOOK_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)  # looks at n/8, n/4, n/2 and n
-FINAL_SHARE = 0.9  # share of α spent at the last look; the earlier looks split the rest equally
+EARLY_SHARE = 0.1  # ε: share of a stage's level spent on the confidence sequence; the last look gets the rest
+FUTILITY = 0.01  # γ = δ of the stopping rule (module docstring); it does not enter the guarantee
+FIRST_LOOK = 32  # draws before the first look
+GROWTH = 1.2  # each look draws about 20% more than the one before, in multiples of 8
+SELECTION_LOOKS = (0.55, 0.7, 0.85, 1.0)  # shares of n0 after which the selection checks its lead
+GRID_STEP = 0.25  # default radius grid: multiples of 0.25 (the columns of Sun et al.'s Table 1)
+_BISECTIONS = 50  # bracket width below 2⁻⁵⁰ of k/t
+
+
+def log_mixture(successes: ArrayLike, trials: ArrayLike, m: ArrayLike) -> np.ndarray:
+    """log M_t(m) of the module docstring for k = ``successes`` of t = ``trials`` votes, 0 < m < 1, elementwise."""
+    k, t, m = (np.asarray(v, dtype=np.float64) for v in (successes, trials, m))
+    with np.errstate(divide="ignore"):
+        return (betaln(k + 1, t - k + 1) + np.log(betaincc(k + 1, t - k + 1, m))
+                - k * np.log(m) - (t - k + 1) * np.log1p(-m))
+
+
+def cs_lower(successes: ArrayLike, trials: ArrayLike, level: float) -> np.ndarray:
+    """L_t(a), the lower confidence sequence (1), for k = ``successes`` of t = ``trials``, a = ``level``, elementwise.
+
+    P[∃t: L_t(a) > p] ≤ a for i.i.d. Bernoulli(p) votes. Bisection of log M_t(m) = log(1/a) on
+    [0, k/t] (M_t(k/t) ≤ 1 < 1/a, k/t maximizing the likelihood), returning the end of the last
+    bracket where M_t ≥ 1/a: at most the root, within 2⁻⁵⁰; 0 when k = 0."""
+    k, t = np.broadcast_arrays(np.asarray(successes, dtype=np.float64), np.asarray(trials, dtype=np.float64))
+    if np.any((k < 0) | (k > t)):
+        raise ValueError(f"successes must lie in [0, trials], got {successes} of {trials}")
+    low, high = np.zeros(k.shape), np.divide(k, t, out=np.zeros(k.shape), where=t > 0)
+    threshold = math.log(1 / level)
+    for _ in range(_BISECTIONS):
+        middle = (low + high) / 2
+        rejected = log_mixture(k, t, np.maximum(middle, 1e-300)) >= threshold
+        low, high = np.where(rejected, middle, low), np.where(rejected, high, middle)
+    return low
+
+
+def cs_upper(successes: ArrayLike, trials: ArrayLike, level: float) -> np.ndarray:
+    """U_t(a) = 1 − L_t(a) of the failures: P[∃t: U_t(a) < p] ≤ a."""
+    k, t = np.asarray(successes), np.asarray(trials)
+    return 1.0 - cs_lower(t - k, t, level)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def least_count(trials: int, tau: float, level: float) -> int:
+    """The least k with L_t(a) ≥ τ for t = ``trials``, a = ``level`` (t + 1 if none): L_t(a) ≥ τ iff
+    M_t(τ) ≥ 1/a (M_t decreases in m), and M_t(τ) increases with k, so bisection over k finds it."""
+    threshold, low, high = math.log(1 / level), -1, trials + 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if log_mixture(middle, trials, tau) >= threshold else (middle, high)
+    return high
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def least_final_count(n: int, tau: float, level: float) -> int:
+    """k*: the least count of the n votes whose last-look bound (L_n(εa) or Clopper–Pearson at (1 − ε)a)
+    reaches τ; n + 1 if none does."""
+    low, high = -1, n + 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        reached = clopper_pearson_lower(middle, n, (1 - EARLY_SHARE) * level) >= tau
+        low, high = (low, middle) if reached else (middle, high)
+    return min(high, least_count(n, tau, EARLY_SHARE * level))
+
+
+def implausible(count: int, trials: int, needed: int, left: int) -> bool:
+    """P[Bin(left, q) ≥ needed] < δ for every q ≤ U_t(γ) (γ = δ = ``FUTILITY``): with q* the q where that
+    probability is δ (the δ quantile of Beta(needed, left − needed + 1)), U_t(γ) < q* iff the mixture of
+    the failures rejects 1 − q*."""
+    if needed <= 0:
+        return False
+    if needed > left:
+        return True
+    q = float(beta.ppf(FUTILITY, needed, left - needed + 1))
+    return bool(log_mixture(trials - count, trials, 1 - q) >= math.log(1 / FUTILITY))
+
+
+def look_sizes(n: int, first: int = FIRST_LOOK, growth: float = GROWTH) -> tuple[int, ...]:
+    """n_1 < … < n_K = n: ``first``, then ×``growth`` rounded up to a multiple of 8 (at least +8)."""
+    check_count(n, "n")
+    sizes, size = [], min(first, n)
+    while size < n:
+        sizes.append(size)
+        size = max(size + 8, math.ceil(size * growth / 8) * 8)
+    return (*sizes, n)
+
+
+def radius_grid(radii: Sequence[float] | None, largest: float) -> tuple[float, ...]:
+    """The grid r_1 < r_2 < …: 0 and the given radii (default: multiples of ``GRID_STEP``) up to ``largest``."""
+    if radii is None:
+        radii = [GRID_STEP * i for i in range(int(largest / GRID_STEP) + 1)]
+    radii = sorted({0.0, *(float(r) for r in radii)})
+    if radii[0] < 0 or not all(math.isfinite(r) for r in radii):
+        raise ValueError(f"radius grid must hold finite radii ≥ 0, got {radii}")
+    return tuple(r for r in radii if r <= largest) or (0.0,)
 
 
 @dataclass(frozen=True)
-class Looks:
-    """Cumulative sample sizes n_1 < … < n_K at which the votes are bounded, and the level α_k of each."""
-
-    sizes: tuple[int, ...]
-    levels: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        if not self.sizes or len(self.sizes) != len(self.levels):
-            raise ValueError(f"looks need one level per size, got sizes {self.sizes} and levels {self.levels}")
-        if self.sizes[0] < 1 or any(a >= b for a, b in zip(self.sizes, self.sizes[1:])):
-            raise ValueError(f"look sizes must be positive and increasing, got {self.sizes}")
-        for level in self.levels:
-            check_alpha(level, "a look's level")
-
-    @classmethod
-    def spending(
-        cls, n: int, alpha: float, fractions: Sequence[float] = LOOK_FRACTIONS, final_share: float = FINAL_SHARE,
-    ) -> Looks:
-        """Looks at ⌈f·n⌉ for f in ``fractions`` (the last must be 1): α_K = final_share·α at n, and
-        the K − 1 earlier looks (1 − final_share)·α/(K − 1) each, so Σ_k α_k = α."""
-        check_count(n, "n"), check_alpha(alpha)
-        if not fractions or fractions[-1] != 1 or any(not 0 < f <= 1 for f in fractions):
-            raise ValueError(f"look fractions must lie in (0, 1] and end with 1, got {tuple(fractions)}")
-        if not 0 < final_share <= 1:
-            raise ValueError(f"final_share must lie in (0, 1], got {final_share!r}")
-        sizes = tuple(sorted({math.ceil(f * n) for f in fractions}))
-        if len(sizes) == 1:
-            return cls(sizes, (alpha,))
-        early = (1 - final_share) * alpha / (len(sizes) - 1)
-        return cls(sizes, (early,) * (len(sizes) - 1) + (final_share * alpha,))
-
-    @property
-    def level(self) -> float:
-        """Σ_k α_k: the probability that any look's bound exceeds p_A (union bound)."""
-        return sum(self.levels)
-
-    def bound(self, count: int, look: int) -> float:
-        """p_k: the Clopper–Pearson lower bound of ``count`` votes among n_k at level α_k."""
-        return float(clopper_pearson_lower(count, self.sizes[look], self.levels[look]))
-
-    def reachable(self, count: int, look: int) -> float:
-        """The largest bound of a later look if every vote after n_k goes to A (0 after the last look)."""
-        sizes, levels = np.array(self.sizes[look + 1:]), np.array(self.levels[look + 1:])
-        if not len(sizes):
-            return 0.0
-        return float(clopper_pearson_lower(count + sizes - self.sizes[look], sizes, levels).max())
-
-    def max_bound(self) -> float:
-        """The largest bound any look can give: all n_k votes for A, p_k = α_k^(1/n_k)."""
-        return max(level ** (1 / size) for size, level in zip(self.sizes, self.levels))
-
-
-@dataclass(frozen=True)
-class SequentialBound(CertifyBound):
-    """:class:`CertifyBound` of the best look: ``count`` votes for A among its ``trials``, p_lower at
-    that look's level."""
+class AdaptiveBound(CertifyBound):
+    """:class:`CertifyBound` where sampling stopped: ``count`` votes for the guess among ``trials``."""
 
     trials: int
 
 
-def radius_of(p_lower: float, sigma: float) -> float:
-    """σ·Φ⁻¹(p) for p ≥ ½; −∞ (abstention) below."""
-    return sigma * float(norm.ppf(p_lower)) if p_lower >= 0.5 else -math.inf
-
-
 def select_class(
     smooth: Smooth, x: torch.Tensor, n0: int, batch_size: int, generator: torch.Generator | None,
-) -> int:
-    """CERTIFY step 1: the most frequent class of f(x + δ) among n0 draws."""
-    return int(smooth.vote(x, smooth.noise(x, n0, generator), n0, batch_size).argmax())
+) -> tuple[int, int]:
+    """CERTIFY step 1, the most frequent class of f(x + δ) among n0 draws, and the draws it took:
+    drawing, checked at the ``SELECTION_LOOKS`` shares of n0 (the first just above half: unanimous
+    votes stop there), stops once the leading class leads the runner-up by more than the draws left
+    (then it is the most frequent of all n0, ties going to the smaller class as with ``argmax``)."""
+    noise = smooth.noise(x, n0, generator)
+    counts = torch.zeros(smooth.num_classes, dtype=torch.long)
+    drawn = 0
+    for size in sorted({math.ceil(f * n0) for f in SELECTION_LOOKS}):
+        counts += smooth.vote(x, noise, size - drawn, batch_size).cpu()
+        drawn = size
+        top = torch.topk(counts, 2).values.tolist()
+        if top[0] - top[1] > n0 - drawn:
+            break
+    return int(counts.argmax()), drawn
 
 
-class SequentialStage:
-    """The votes of ``smooth`` for ``guess`` at x, bounded look by look (module docstring).
-
-    ``radius`` is σ·Φ⁻¹ of the best bound so far (−∞ while below ½) and ``reach`` the largest
-    radius the remaining looks could give.
-    """
+class AdaptiveStage:
+    """The votes of ``smooth`` for ``guess`` at x, bounded look by look at ``level`` (module docstring),
+    on the grid ``radii`` (None: multiples of ``GRID_STEP``) with thresholds τ_j = Φ(r_j/σ)."""
 
     def __init__(
-        self, smooth: Smooth, x: torch.Tensor, guess: int, looks: Looks, batch_size: int,
-        generator: torch.Generator | None,
+        self, smooth: Smooth, x: torch.Tensor, guess: int, n: int, level: float, radii: Sequence[float] | None,
+        batch_size: int, generator: torch.Generator | None,
     ):
-        self.smooth, self.x, self.guess, self.looks, self.batch_size = smooth, x, guess, looks, batch_size
-        self.noise = smooth.noise(x, looks.sizes[-1], generator)
-        self.looked = self.count = self.drawn = 0
-        self.best = (0.0, 0, looks.sizes[0])  # (p_lower, count, trials) of the best look so far
-        self.radius = -math.inf
-        self.reach = radius_of(looks.max_bound(), smooth.sigma)
+        check_level(level, "level")
+        self.smooth, self.x, self.guess, self.level, self.batch_size = smooth, x, guess, level, batch_size
+        self.sizes = look_sizes(n)
+        largest = smooth.sigma * float(ndtri(clopper_pearson_lower(n, n, (1 - EARLY_SHARE) * level)))
+        self.thresholds = tuple(float(norm.cdf(r / smooth.sigma)) for r in radius_grid(radii, largest))
+        self.noise = smooth.noise(x, n, generator)
+        self.counts: list[int] = []  # the count at each look taken
+        self.count = self.drawn = self.certified = 0
+        self._potential = (0, len(self.thresholds))  # (looks taken, potential step) when last computed
+
+    @property
+    def n(self) -> int:
+        return self.sizes[-1]
+
+    @property
+    def finished(self) -> bool:
+        return len(self.counts) == len(self.sizes)
 
     def look(self) -> None:
-        """Draw the votes up to the next look and bound them at its level."""
-        size = self.looks.sizes[self.looked]
+        """Draw the votes up to the next look; ``certified`` becomes the number of grid thresholds that
+        some look's bound reached (0: abstention)."""
+        look, size = len(self.counts), self.sizes[len(self.counts)]
         self.count += int(self.smooth.vote(self.x, self.noise, size - self.drawn, self.batch_size)[self.guess])
-        p_lower = self.looks.bound(self.count, self.looked)
-        if p_lower > self.best[0]:
-            self.best = (p_lower, self.count, size)
-        self.radius = radius_of(self.best[0], self.smooth.sigma)
-        self.reach = max(self.radius, radius_of(self.looks.reachable(self.count, self.looked), self.smooth.sigma))
-        self.looked, self.drawn = self.looked + 1, size
+        self.counts.append(self.count)
+        self.drawn = size
+        final = look == len(self.sizes) - 1
+        while self.certified < len(self.thresholds):
+            tau = self.thresholds[self.certified]
+            least = least_final_count(size, tau, self.level) if final else least_count(size, tau,
+                                                                                       EARLY_SHARE * self.level)
+            if self.count < least:
+                break
+            self.certified += 1
 
-    def result(self) -> SequentialBound:
-        p_lower, count, trials = self.best
-        return SequentialBound(self.guess, count, p_lower, self.smooth.sigma, trials)
+    @property
+    def potential(self) -> int:
+        """The largest step a later look may still certify (module docstring); at least :attr:`certified`."""
+        if not self.counts or self.finished:
+            return len(self.thresholds) if not self.counts else self.certified
+        if self._potential[0] != len(self.counts):
+            self._potential = (len(self.counts), self._plausible_step())
+        return self._potential[1]
+
+    def _plausible_step(self) -> int:
+        step, left = self.certified, self.n - self.drawn
+        while step < len(self.thresholds):
+            needed = least_final_count(self.n, self.thresholds[step], self.level) - self.count
+            if implausible(self.count, self.drawn, needed, left):
+                break
+            step += 1
+        return step
+
+    def result(self) -> AdaptiveBound:
+        """The best bound over the looks taken (εα at each, and (1 − ε)α Clopper–Pearson at n)."""
+        sizes = np.array(self.sizes[: len(self.counts)])
+        bounds = cs_lower(np.array(self.counts), sizes, EARLY_SHARE * self.level)
+        if self.finished:
+            bounds[-1] = max(bounds[-1], clopper_pearson_lower(self.count, self.n, (1 - EARLY_SHARE) * self.level))
+        best = int(bounds.argmax()) if len(bounds) else 0
+        if not len(bounds):
+            return AdaptiveBound(self.guess, 0, 0.0, self.smooth.sigma, 0)
+        return AdaptiveBound(self.guess, self.counts[best], float(bounds[best]), self.smooth.sigma, int(sizes[best]))
 
 
-def settle_minimum(stages: Sequence[SequentialStage]) -> None:
-    """Take looks until min_s R_s is settled (module docstring); the unsettled stage with the
-    smallest radius, the likeliest minimum, looks next (ties: the first listed)."""
+def settle(stages: Sequence[AdaptiveStage]) -> None:
+    """Take looks until min_s certified_s = min_s potential_s; the stage with the smallest certified
+    step looks next (ties: the first listed)."""
     while True:
-        unsettled = [s for s in stages if not _settled(s, stages)]
-        if not unsettled:
+        target = min(s.potential for s in stages)
+        behind = [s for s in stages if s.certified < target and not s.finished]
+        if not behind:
             return
-        min(unsettled, key=lambda s: s.radius).look()
-
-
-def _settled(stage: SequentialStage, stages: Sequence[SequentialStage]) -> bool:
-    others = min((s.reach for s in stages if s is not stage), default=math.inf)
-    return stage.reach <= stage.radius or stage.radius >= others
+        min(behind, key=lambda s: s.certified).look()

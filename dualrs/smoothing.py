@@ -5,18 +5,24 @@ has probability at least p_A_lower ≥ ½ under noise, g is constant within the 
 R = σ·Φ⁻¹(p_A_lower) around x (Cohen et al., Theorem 1).
 
 Sampling runs on the base classifier's device in its dtype: noise is drawn there, votes are
-counted there, and the host reads the counts once per certificate.
+counted there, and the host reads the counts once per certificate. The base classifier runs in
+eval mode (a BatchNorm in train mode would make each vote depend on the rest of its batch and
+update the running statistics) under ``torch.inference_mode``; afterwards every submodule is
+back in the mode the caller left it in. A logit that is NaN or ±inf stops sampling with
+:class:`~dualrs.validation.NonFiniteError` (``argmax`` would count NaN as the largest score).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.stats import beta, binomtest, norm
 
-from dualrs.validation import LEVEL_RULE, check_input
+from dualrs.validation import (NonFiniteError, check_count, check_input, check_level, check_logits, check_settings,
+                                warn_if_never_certifies)
 
 ABSTAIN = -1
 NOISE_BLOCK = 128  # draws per call to the generator (see GaussianStream)
@@ -36,14 +42,7 @@ def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
     return float(clopper_pearson_lower(int(successes), int(trials), alpha))
 
 
-def check_alpha(alpha: float, name: str = "alpha") -> None:
-    if not 0 < alpha < 0.5:
-        raise ValueError(f"{name} must lie in (0, 0.5), got {alpha!r}: {LEVEL_RULE}")
-
-
-def check_count(n: int, name: str) -> None:
-    if int(n) != n or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+check_alpha = check_level  # the name sequential.py imports
 
 
 @dataclass(frozen=True)
@@ -72,20 +71,22 @@ class Smooth:
     classifier receives x + δ (a denoiser, where configured, sits inside it). On a GPU,
     ``autocast`` (e.g. ``torch.bfloat16``) runs f under mixed precision and ``channels_last``
     hands it NHWC batches (convert the model with ``.to(memory_format=torch.channels_last)``);
-    both are off by default, and the certificate is then that of f as run this way.
+    both are off by default, and the certificate is then that of f as run this way. ``name`` names
+    the base classifier in errors (e.g. "the variance estimator").
     """
 
     def __init__(
         self, base_classifier: torch.nn.Module, num_classes: int, sigma: float, *,
-        autocast: torch.dtype | None = None, channels_last: bool = False,
+        autocast: torch.dtype | None = None, channels_last: bool = False, name: str = "the base classifier",
     ):
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        check_settings(sigma=sigma)
+        check_count(num_classes, "num_classes")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
         self.base_classifier = base_classifier
-        self.num_classes = num_classes
+        self.num_classes = int(num_classes)
         self.sigma = float(sigma)
+        self.name = name
         self.autocast = autocast
         self.channels_last = channels_last
 
@@ -106,8 +107,8 @@ class Smooth:
         generator: torch.Generator | None = None,
     ) -> CertifyBound:
         """:meth:`certify` with its evidence: the guess, its count among n and p_A_lower."""
-        check_count(n0, "n0"), check_count(n, "n"), check_count(batch_size, "batch_size")
-        check_alpha(alpha)
+        check_settings(n0=n0, n=n, alpha=alpha, batch_size=batch_size)
+        warn_if_never_certifies(n, alpha)
         selection = self.vote(x, self.noise(x, n0, generator), n0, batch_size)
         estimation = self.vote(x, self.noise(x, n, generator), n, batch_size)
         guess = selection.argmax()
@@ -120,8 +121,8 @@ class Smooth:
     ) -> int:
         """PREDICT: the top class if a two-sided binomial test of the top two counts rejects p = ½ at α."""
         check_input(x)
-        check_count(n, "n"), check_count(batch_size, "batch_size")
-        check_alpha(alpha)
+        check_settings(n=n, alpha=alpha, batch_size=batch_size)
+        warn_if_never_certifies(n, alpha, "binomial")
         counts = self.sample_counts(x, n, batch_size, generator)
         top2 = np.argsort(counts)[::-1][:2]
         count1, count2 = int(counts[top2[0]]), int(counts[top2[1]])
@@ -144,20 +145,42 @@ class Smooth:
     def vote(self, x: torch.Tensor, noise: GaussianStream, num: int, batch_size: int) -> torch.Tensor:
         """Class counts of f(x + σ·z) over the next ``num`` draws z of ``noise``, left on its device.
 
-        One batch buffer is reused: each batch is filled with draws, scaled and shifted in place.
+        One batch buffer is reused: each batch is filled with draws, scaled and shifted in place. The
+        base classifier runs in eval mode (:func:`evaluation`); its logits must have shape
+        (batch, num_classes) and be finite, else the error names the base classifier.
         """
         x = x.to(device=noise.device, dtype=noise.dtype)
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=noise.device)
+        non_finite = torch.zeros((), dtype=torch.long, device=noise.device)
         buffer = torch.empty((min(batch_size, num), *x.shape), device=noise.device, dtype=noise.dtype)
         ones = torch.ones(len(buffer), dtype=torch.long, device=noise.device)
-        for start in range(0, num, batch_size):
-            batch = noise.fill(buffer[: min(batch_size, num - start)]).mul_(self.sigma).add_(x)
-            if self.channels_last and batch.dim() == 4:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(noise.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                predictions = self.base_classifier(batch).argmax(dim=1)
-            counts.index_add_(0, predictions, ones[: len(predictions)])
+        with evaluation(self.base_classifier):
+            for start in range(0, num, batch_size):
+                batch = noise.fill(buffer[: min(batch_size, num - start)]).mul_(self.sigma).add_(x)
+                if self.channels_last and batch.dim() == 4:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(noise.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                    logits = self.base_classifier(batch)
+                check_logits(logits, len(batch), self.num_classes, self.name)
+                non_finite += (~torch.isfinite(logits)).any(dim=1).sum()
+                predictions = logits.argmax(dim=1)
+                counts.index_add_(0, predictions, ones[: len(predictions)])
+        if non_finite:
+            raise NonFiniteError(f"{self.name} returned non-finite logits (NaN or inf) for {int(non_finite)} of {num} "
+                                 f"noisy copies of x at sigma={self.sigma:g}; no certificate can rest on them")
         return counts
+
+
+@contextmanager
+def evaluation(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` in eval mode for the duration; then each submodule's own training flag is restored."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
 
 
 class GaussianStream:

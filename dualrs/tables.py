@@ -1,14 +1,19 @@
 """Certificate and label tables (TSV), written atomically and resumable row by row.
 
 Certificate rows are appended to ``<path>.partial`` and flushed one by one; the file is renamed to
-``<path>`` only when every sample is done, so an interrupted run resumes where it stopped. This
-module needs no torch, so table-only commands (merge, report) start fast.
+``<path>`` only when every sample is done, so an interrupted run resumes where it stopped. One
+process at a time writes an output: it holds the lock ``<path>.lock``. This module needs no torch,
+so table-only commands (merge, report) start fast.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
+import secrets
+import stat
 import warnings
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 GLOBAL_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
 DUAL_COLUMNS = ["idx", "label", "predict", "sigma", "radius", "r_sigma", "r_c", "correct", "time"]
@@ -23,18 +29,41 @@ CASCADE_COLUMNS = ["idx", "label", "predict", "sigma", "radius", "stage", "corre
 ROUTER_COLUMNS = ["idx", "label", "predict", "expert", "sigma", "radius", "r_sigma", "r_c", "correct", "time"]
 LABEL_COLUMNS = ["idx", "label", "predict", "count", "pA_lower", "radius", "correct"]
 
+
+class OutputError(RuntimeError):
+    """An output that cannot be written now: another process is writing it, or the disk refused."""
+
+
 @contextmanager
 def atomic_file(path: Path | str) -> Iterator[Path]:
-    """Yield a hidden temporary sibling of ``path`` to write; rename it to ``path`` on success,
-    delete it on failure, so readers never see a half-written file."""
+    """Yield a new hidden temporary sibling of ``path`` to write; rename it to ``path`` on success, delete
+    it on failure, so readers never see a half-written file. Each call has its own temporary name, so
+    concurrent writers of one path never write into one file (the last rename wins, whole). The file
+    gets the mode of a file newly created under the umask (e.g. 0644 under 022), whatever mode the
+    writer gave it (safetensors writes 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    mode = stat.S_IMODE(os.fstat(descriptor).st_mode)
+    os.close(descriptor)
     try:
         yield tmp
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def give_default_modes(root: Path | str) -> None:
+    """Give a tree written under a private temporary name (``tempfile.mkdtemp`` makes 0700, safetensors
+    0600) the modes ``mkdir`` and ``open`` give under the umask: 0755 and 0644 under 022."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o666 & ~mask)
 
 
 def file_digest(path: Path | str) -> str:
@@ -63,25 +92,68 @@ def read_table(path: Path | str) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t")
 
 
+def lock_output(path: Path) -> FileLock:
+    """The exclusive lock ``<path>.lock`` that a writer of ``path`` holds for its whole life.
+
+    It is an OS lock (flock), which ends with the process that holds it: the lock file a killed run
+    leaves behind blocks nothing. A second writer fails at once instead of waiting: it is a rerun
+    started while the first still runs (e.g. ``snakemake --unlock`` after the scheduler died and its
+    jobs did not), and only the user can tell which of the two should go on.
+    """
+    lock = FileLock(path.with_name(path.name + ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputError(f"{path} is being written by another process, which holds the lock {lock.lock_file}: "
+                          "wait for that run to end, or stop it, then run again") from None
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: creating its lock {lock.lock_file} failed "
+                          f"({error.strerror or error})") from None
+    return lock
+
+
 class ResumableTable:
     """Rows appended to ``<path>.partial``; :meth:`done` lists indices already written.
 
-    ``settings`` (JSON-able: everything the rows depend on) are recorded in ``<path>.partial.json``;
-    a partial file written with other settings, or with none recorded, is started over with a warning,
-    so rows of different settings never mix. On resume, a last line without its newline was being
-    written when the run stopped: it is dropped with a warning and that sample is done again. Any
-    other malformed row is an error naming the line.
+    The writer holds :func:`lock_output` from opening to :meth:`close`. ``settings`` (JSON-able:
+    everything the rows depend on) are recorded in ``<path>.partial.json``; a partial file written with
+    other settings, or with none recorded, is started over with a warning, so rows of different settings
+    never mix. ``expected`` maps each input of this output (idx) to its label (None: unknown). On
+    resume, a last line without its newline was being written when the run stopped: it is dropped with
+    a warning and that sample is done again. Any other row that could not have been written for these
+    inputs (:func:`row_problem`) is an error naming the line.
     """
 
-    def __init__(self, path: Path | str, columns: list[str], settings: Mapping[str, Any] | None = None):
+    def __init__(
+        self, path: Path | str, columns: list[str], settings: Mapping[str, Any] | None = None,
+        expected: Mapping[int, int | None] | None = None,
+    ):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"output {self.path} is a directory; name a file to write")
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.settings_file = self.path.with_name(self.path.name + ".partial.json")
-        self.columns = columns
+        self.columns, self.expected = columns, expected
         self.settings = None if settings is None else json.loads(json.dumps(settings, sort_keys=True, default=str))
         self.done: set[int] = set()
-        if self.partial.is_file() and self._same_settings():
-            self._resume()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_output(self.path)
+        try:
+            if self.partial.is_file() and self._same_settings():
+                self._resume()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> ResumableTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock; the partial file stays for a later run to resume."""
+        self._lock.release()
 
     def _same_settings(self) -> bool:
         """Whether the partial file was written with these settings; if not, it is deleted."""
@@ -127,50 +199,113 @@ class ResumableTable:
         self.done = set(first_line)
 
     def _parse_row(self, line: str, number: int) -> int:
-        """The row's idx; an error naming file and line unless every column holds a number."""
+        """The row's idx; an error naming file and line if the row is malformed (:func:`row_problem`)."""
         fields = line.split("\t")
-        problem = None
         if len(fields) != len(self.columns):
             problem = f"{len(fields)} fields, expected {len(self.columns)} ({' '.join(self.columns)})"
-        elif not fields[0].isdigit():
-            problem = f"idx {fields[0]!r} is not a non-negative integer"
         else:
-            for column, value in zip(self.columns[1:], fields[1:]):
-                try:
-                    float(value)
-                except ValueError:
-                    problem = f"{column} {value!r} is not a number"
-                    break
+            problem = row_problem(dict(zip(self.columns, fields)), self.expected)
         if problem:
             raise ValueError(f"{self.partial}:{number}: corrupt row {line!r}: {problem}; delete the file to restart")
         return int(fields[0])
 
     def append(self, row: Mapping[str, Any]) -> None:
         fresh = not self.partial.is_file() or self.partial.stat().st_size == 0
-        if fresh and self.settings is not None:
-            write_json(self.settings_file, self.settings)
-        with self.partial.open("a") as handle:
-            handle.write(("\t".join(self.columns) + "\n" if fresh else "")
-                         + "\t".join(_format(row[c]) for c in self.columns) + "\n")
+        try:
+            if fresh and self.settings is not None:
+                write_json(self.settings_file, self.settings)
+            with self.partial.open("a") as handle:
+                handle.write(("\t".join(self.columns) + "\n" if fresh else "")
+                             + "\t".join(_format(row[c]) for c in self.columns) + "\n")
+        except OSError as error:
+            raise OutputError(f"cannot append to {self.partial} ({error.strerror or error}); the rows written "
+                              "before are kept for the next run") from error
         self.done.add(int(row["idx"]))
 
     def finish(self) -> None:
-        """Sort by index and move into place."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Sort by index and move into place, once the partial file holds exactly the rows of this run
+        and, with ``expected``, one row per input."""
         frame = read_table(self.partial) if self.partial.is_file() else pd.DataFrame(columns=self.columns)
+        written = frame["idx"].astype(int)
+        if set(written) != self.done or not written.is_unique:
+            raise OutputError(f"{self.partial} holds {len(frame)} rows, but {len(self.done)} were written to it: "
+                              "another process changed it; delete it and run again")
+        missing = sorted(set(self.expected) - self.done) if self.expected is not None else []
+        if missing:
+            raise ValueError(f"{self.partial} lacks {len(missing)} of its {len(self.expected)} inputs "
+                             f"(idx {missing[:5]}...): not writing an incomplete {self.path}")
         write_table(self.path, frame.sort_values("idx"))
         self.partial.unlink(missing_ok=True)
         self.settings_file.unlink(missing_ok=True)
 
 
+#: Columns of integers; ``expert`` holds a name; every other column holds a float.
+INTEGER_COLUMNS = frozenset({"idx", "label", "predict", "count", "correct", "stage"})
+TEXT_COLUMNS = frozenset({"expert"})
+RADIUS_COLUMNS = ("radius", "r_sigma", "r_c")
+
+
+def row_problem(row: Mapping[str, str], expected: Mapping[int, int | None] | None = None) -> str | None:
+    """What makes a certificate or label row impossible, or None.
+
+    Integers where integers belong, finite floats (``sigma`` is NaN only on abstention), idx ≥ 0, predict a
+    class or -1 (abstain), radii ≥ 0 and 0 on abstention, 0 ≤ pA_lower ≤ 1, time ≥ 0, ``correct`` =
+    [predict = label]; with ``expected`` (idx → label, None: unknown), idx one of its inputs with that label.
+    """
+    value: dict[str, Any] = {}
+    for column, text in row.items():
+        if column in TEXT_COLUMNS:
+            value[column] = text
+        elif column in INTEGER_COLUMNS:
+            if not re.fullmatch(r"-?[0-9]+", text):
+                return f"{column} {text!r} is not an integer"
+            value[column] = int(text)
+        else:
+            try:
+                value[column] = float(text)
+            except ValueError:
+                return f"{column} {text!r} is not a number"
+            if not math.isfinite(value[column]) and not (column == "sigma" and math.isnan(value[column])):
+                return f"{column} {text!r} is not finite"
+    abstains = value.get("predict") == -1
+    checks = [
+        (value.get("idx", 0) >= 0, "idx is negative"),
+        (value.get("label", 0) >= 0, "label is negative"),
+        (value.get("predict", -1) >= -1, "predict is neither a class nor -1 (abstain)"),
+        (value.get("count", 0) >= 0, "count is negative"),
+        (value.get("stage", 0) >= 0, "stage is negative"),
+        (0 <= value.get("pA_lower", 0) <= 1, "pA_lower lies outside [0, 1]"),
+        (value.get("time", 0) >= 0, "time is negative"),
+        (not math.isnan(value.get("sigma", 1.0)) or abstains, "sigma is NaN, but the row does not abstain"),
+        (math.isnan(value.get("sigma", 1.0)) or value.get("sigma", 1.0) > 0, "sigma is not positive"),
+        *((value.get(c, 0) >= 0, f"{c} is negative") for c in RADIUS_COLUMNS),
+        (not abstains or value.get("radius", 0) == 0, "radius is not 0, but the row abstains"),
+    ]
+    if "correct" in value:
+        agree = value.get("predict") == value.get("label")
+        checks.append((value["correct"] == int(agree),
+                       f"correct is {value['correct']}, but predict and label {'agree' if agree else 'differ'}"))
+    for ok, problem in checks:
+        if not ok:
+            return problem
+    if expected is not None:
+        idx = value["idx"]
+        if idx not in expected:
+            return f"idx {idx} is not one of the {len(expected)} inputs of this output"
+        if "label" in value and expected[idx] is not None and value["label"] != expected[idx]:
+            return f"label {value['label']}, but input {idx} has label {expected[idx]}"
+    return None
+
+
 @contextmanager
 def resumable_table(
     path: Path | str, columns: list[str], settings: Mapping[str, Any] | None = None,
+    expected: Mapping[int, int | None] | None = None,
 ) -> Iterator[ResumableTable]:
-    """Open a :class:`ResumableTable` and finish it only if the block completes."""
-    table = ResumableTable(path, columns, settings)
-    yield table
-    table.finish()
+    """Open a :class:`ResumableTable`, finish it only if the block completes, release its lock."""
+    with ResumableTable(path, columns, settings, expected) as table:
+        yield table
+        table.finish()
 
 
 def concat_tables(inputs: Iterable[Path | str], output: Path | str) -> None:

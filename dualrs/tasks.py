@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,16 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Subset, TensorDataset
 
 from dualrs import data as datasets
 from dualrs.cascade import CascadeSmooth, Variant
 from dualrs.dual import DualSmooth
+from dualrs.fingerprint import path_digest, sample_files_digest
 from dualrs.io import load_checkpoint, save_checkpoint
 from dualrs.labels import (RadiusWeight, class_balance_weights, hard_labels, informative_rows, label_summary,
                            radius_matrix, radius_weights, soft_labels, training_subset)
-from dualrs.models import checkpoint_kwargs, create_model
+from dualrs.models import Autocast, check_finite_weights, checkpoint_kwargs, create_model
 from dualrs.progress import progress
 from dualrs.router import Expert, Router
 from dualrs.seeding import sample_generator
@@ -53,7 +54,8 @@ class DataRef:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Monte Carlo settings of CERTIFY and which samples this shard covers."""
+    """Monte Carlo settings of CERTIFY, which samples this shard covers and the models' arithmetic on CUDA
+    (``precision``: bf16 = bfloat16 autocast, fp32; CPU always runs float32)."""
 
     n0: int
     n: int
@@ -62,6 +64,7 @@ class Sampling:
     every: int = 1
     shard: int = 0
     num_shards: int = 1
+    precision: str = "bf16"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -85,14 +88,28 @@ def prepare_data(data: DataRef, seed: int) -> None:
     print(f"prepare-data: wrote {data.name} to {data.root}: {splits}", file=sys.stderr)
 
 
-class Denoisers:
-    """Lazily loaded diffusion denoiser, one view per σ sharing one UNet (Carlini et al. 2023)."""
+def inference_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic models run in: ``precision`` on CUDA, float32 elsewhere."""
+    if precision not in INFERENCE_DTYPES:
+        raise ValueError(f"precision must be one of {sorted(INFERENCE_DTYPES)}, got {precision!r}")
+    return precision if device.type == "cuda" else "fp32"
 
-    def __init__(self, path: Path | None, device: torch.device):
+
+INFERENCE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+class Denoisers:
+    """Lazily loaded diffusion denoiser, one view per σ sharing one UNet (Carlini et al. 2023); the models
+    they feed run in ``precision`` (:func:`inference_precision`)."""
+
+    def __init__(self, path: Path | None, device: torch.device, precision: str = "fp32"):
         self.path, self.device, self._views = path, device, {}
+        self.dtype = INFERENCE_DTYPES[inference_precision(precision, device)]
 
     def wrap(self, model: nn.Module, sigma: float) -> nn.Module:
-        """f ↦ f ∘ denoise_σ when a denoiser is configured, else f."""
+        """f ↦ f ∘ denoise_σ when a denoiser is configured, else f (under autocast in bf16)."""
+        if self.dtype is not None:
+            model = Autocast(model, self.dtype)
         if self.path is None:
             return model
         from dualrs.denoise import DiffusionDenoiser
@@ -109,13 +126,13 @@ class Denoisers:
 
 
 def train_denoiser(data: DataRef, out: Path, steps: int, batch_size: int, lr: float, seed: int, device: str) -> None:
-    from dualrs.denoise import build_digits_unet, save_denoiser, train_ddpm
+    """A DDPM on the training split, its UNet initialised from ``seed`` (:func:`dualrs.denoise.train_ddpm`)."""
+    from dualrs.denoise import save_denoiser, train_ddpm
 
     train = data.split("train")
     images = torch.stack([train[i][0] for i in range(len(train))]).to(resolve_device(device))
-    c, h, _ = data.info().input_shape
-    unet, scheduler = train_ddpm(images, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                 unet=build_digits_unet(sample_size=h, channels=c).to(images.device))
+    unet, scheduler = train_ddpm(images, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    check_finite_weights(unet, f"the denoiser trained for {out}")
     save_denoiser(unet, scheduler, out)
 
 
@@ -128,6 +145,7 @@ def train_classifier_model(
     torch.manual_seed(seed)
     model = create_model(arch, info.num_classes, info.input_shape[0], **model_options)
     history = train_classifier(model, data.split("train"), sigma, optim, seed, device, desc=f"classifier sigma={sigma}")
+    check_finite_weights(model, f"the classifier trained for {out}")
     save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
                                  "model_kwargs": dict(model_options), "role": "classifier", "sigma": sigma,
                                  "seed": seed, "optim": vars(optim), "loss": history})
@@ -143,11 +161,12 @@ def certify_smoothed(
     model, meta = load_checkpoint(classifier, device)
     info = data.info()
     check_checkpoint(meta, classifier, info.num_classes, info.input_shape[0], f"a classifier of dataset {data.name!r}")
-    smooth = Smooth(Denoisers(denoiser, device).wrap(model, sigma), meta["num_classes"], sigma)
+    smooth = Smooth(Denoisers(denoiser, device, sampling.precision).wrap(model, sigma), meta["num_classes"], sigma)
     stage, columns = ("label", LABEL_COLUMNS) if split == "train" else ("certify", GLOBAL_COLUMNS)
-    certify_split(data.split(split), sampling, stage, smoothed_row(smooth, sampling, alpha), out, columns, device,
-                  {"data": vars(data), "classifier": file_digest(classifier), "sigma": sigma, "alpha": alpha,
-                   "denoiser": denoiser})
+    dataset = data.split(split)
+    certify_split(dataset, sampling, stage, smoothed_row(smooth, sampling, alpha), out, columns, device,
+                  {"data": data_settings(data, dataset), "classifier": file_digest(classifier), "sigma": sigma,
+                   "alpha": alpha, "denoiser": optional_digest(denoiser)})
 
 
 def smoothed_row(
@@ -164,10 +183,11 @@ def smoothed_row(
 
 def load_dual(
     estimator: Path, classifiers: Mapping[float, Path], sigma_e: float, denoiser: Path | None, device: torch.device,
-    data: DataRef,
+    data: DataRef, precision: str = "fp32",
 ) -> DualSmooth:
-    """DualSmooth from checkpoints for ``data``; the estimator's class k is the k-th smallest σ of its metadata."""
-    denoisers = Denoisers(denoiser, device)
+    """DualSmooth from checkpoints for ``data``, its models in ``precision``; the estimator's class k is the
+    k-th smallest σ of its metadata."""
+    denoisers = Denoisers(denoiser, device, precision)
     estimator_model, estimator_meta = load_checkpoint(estimator, device)
     sigmas = sorted(float(s) for s in classifiers)
     if estimator_meta.get("sigmas") != sigmas:
@@ -184,21 +204,24 @@ def load_dual(
 def certify_dual(
     data: DataRef, estimator: Path, classifiers: Mapping[float, Path], sigma_e: float, denoiser: Path | None,
     sampling: Sampling, alpha: float, beta: float, out: Path, device: str, adaptive: bool = False,
+    radii: Sequence[float] | None = None,
 ) -> None:
     """Dual RS on the test split: idx label predict sigma radius r_sigma r_c correct time.
 
-    ``adaptive``: sequential sampling that stops once the certificate is settled (DualSmooth.certify)."""
+    ``adaptive``: sequential sampling that stops once the certificate's step on the ``radii`` grid is settled
+    (DualSmooth.certify)."""
     device = resolve_device(device)
-    dual = load_dual(estimator, classifiers, sigma_e, denoiser, device, data)
+    dual = load_dual(estimator, classifiers, sigma_e, denoiser, device, data, sampling.precision)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-        cert = dual.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator, adaptive)
+        cert = dual.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator, adaptive, radii)
         return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius,
                 "r_sigma": cert.r_sigma, "r_c": cert.r_c}
 
-    certify_split(data.split("test"), sampling, "certify-dual", row, out, DUAL_COLUMNS, device,
-                  {"data": vars(data), "estimator": file_digest(estimator), "sigma_e": sigma_e, "alpha": alpha,
-                   "beta": beta, "denoiser": denoiser, "adaptive": adaptive,
+    dataset = data.split("test")
+    certify_split(dataset, sampling, "certify-dual", row, out, DUAL_COLUMNS, device,
+                  {"data": data_settings(data, dataset), "estimator": file_digest(estimator), "sigma_e": sigma_e,
+                   "alpha": alpha, "beta": beta, "denoiser": optional_digest(denoiser), "adaptive": adaptive, "radii": list(radii) if adaptive and radii else None,
                    "classifiers": digests(classifiers)})
 
 
@@ -209,7 +232,7 @@ def certify_cascade(
     """Cascaded smoothing from the largest σ down (Jeong & Shin 2023), as ``variant`` (see
     :mod:`dualrs.cascade`), on the test split: idx label predict sigma radius stage correct time."""
     device = resolve_device(device)
-    denoisers = Denoisers(denoiser, device)
+    denoisers = Denoisers(denoiser, device, sampling.precision)
     models, num_classes = load_classifiers(classifiers.values(), device, data)
     bases = {s: denoisers.wrap(models[Path(p)], s) for s, p in classifiers.items()}
     cascade = CascadeSmooth(bases, num_classes, threshold, variant)
@@ -218,9 +241,10 @@ def certify_cascade(
         cert = cascade.certify(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
         return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius, "stage": cert.stage}
 
-    certify_split(data.split("test"), sampling, "certify-cascade", row, out, CASCADE_COLUMNS, device,
-                  {"data": vars(data), "alpha": alpha, "threshold": threshold, "variant": variant,
-                   "denoiser": denoiser, "classifiers": digests(classifiers)})
+    dataset = data.split("test")
+    certify_split(dataset, sampling, "certify-cascade", row, out, CASCADE_COLUMNS, device,
+                  {"data": data_settings(data, dataset), "alpha": alpha, "threshold": threshold, "variant": variant,
+                   "denoiser": optional_digest(denoiser), "classifiers": digests(classifiers)})
 
 
 @dataclass(frozen=True)
@@ -251,7 +275,7 @@ def certify_router(
     denoisers: dict[Path | None, Denoisers] = {}  # one UNet per denoiser directory, shared across sigmas
 
     def wrap(model: nn.Module, sigma: float, path: Path | None) -> nn.Module:
-        return denoisers.setdefault(path, Denoisers(path, device)).wrap(model, sigma)
+        return denoisers.setdefault(path, Denoisers(path, device, sampling.precision)).wrap(model, sigma)
 
     models = [Expert(e.name, e.sigma, wrap(loaded[Path(e.classifier)], e.sigma, e.denoiser)) for e in experts]
     routed = Router(wrap(router_model, sigma_e, denoiser), models, sigma_e, num_classes)
@@ -261,15 +285,68 @@ def certify_router(
         return {"predict": cert.prediction, "expert": cert.expert, "sigma": cert.sigma, "radius": cert.radius,
                 "r_sigma": cert.r_sigma, "r_c": cert.r_c}
 
-    certify_split(data.split("test"), sampling, "certify-router", row, out, ROUTER_COLUMNS, device,
-                  {"data": vars(data), "router": file_digest(router), "sigma_e": sigma_e, "alpha": alpha,
-                   "beta": beta, "denoiser": denoiser,
-                   "experts": [{**vars(e), "classifier": file_digest(e.classifier)} for e in experts]})
+    dataset = data.split("test")
+    certify_split(dataset, sampling, "certify-router", row, out, ROUTER_COLUMNS, device,
+                  {"data": data_settings(data, dataset), "router": file_digest(router), "sigma_e": sigma_e,
+                   "alpha": alpha, "beta": beta, "denoiser": optional_digest(denoiser),
+                   "experts": [{**vars(e), "classifier": file_digest(e.classifier),
+                                "denoiser": optional_digest(e.denoiser)} for e in experts]})
 
 
 def digests(checkpoints: Mapping[float, Path]) -> dict[str, str]:
     """SHA-256 of each σ's checkpoint, for the settings a resumed table must match."""
     return {str(s): file_digest(path) for s, path in sorted(checkpoints.items())}
+
+
+def optional_digest(path: Path | None) -> str | None:
+    """Content digest of a checkpoint file or denoiser directory (weights, configs, conditioning); None for none."""
+    return None if path is None else path_digest(path)
+
+
+def data_settings(data: DataRef, dataset: torch.utils.data.Dataset) -> dict[str, Any]:
+    """What certificates depend on in a dataset: registry name, folder and options, the content of the
+    prepared folder's files, and path, size and mtime of the files it lists elsewhere (:mod:`dualrs.fingerprint`)."""
+    return {**vars(data), "files": path_digest(data.root), "sources": sample_files_digest(dataset)}
+
+
+class InputLabels(Mapping[int, "int | None"]):
+    """idx → label of the inputs one output covers, from :func:`known_labels` (None where they are not known
+    without loading the input: a resumed row is then checked for its idx only)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, indices: Sequence[int]):
+        self.indices, self._members, self._labels = indices, frozenset(indices), known_labels(dataset)
+
+    def __contains__(self, idx: object) -> bool:
+        return idx in self._members
+
+    def __getitem__(self, idx: int) -> int | None:
+        if idx not in self._members:
+            raise KeyError(idx)
+        return None if self._labels is None else self._labels[idx]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def known_labels(dataset: torch.utils.data.Dataset) -> list[int] | None:
+    """Every item's label where the dataset keeps labels apart from inputs (a labelled TensorDataset,
+    ``targets`` as torchvision's CIFAR10, ``samples`` of (path, label) as ImageFolder and dualrs's image
+    lists), through any Subset; None otherwise, as reading them would load every input."""
+    if isinstance(dataset, Subset):
+        labels = known_labels(dataset.dataset)
+        return None if labels is None else [labels[i] for i in dataset.indices]
+    if isinstance(dataset, TensorDataset):
+        labels = dataset.tensors[-1]
+        return labels.tolist() if len(dataset.tensors) == 2 and labels.dim() == 1 and not labels.is_floating_point() \
+            else None
+    if hasattr(dataset, "targets"):
+        return [int(label) for label in dataset.targets]
+    if hasattr(dataset, "samples"):
+        return [int(label) for _, label in dataset.samples]
+    return None
 
 
 def load_classifiers(
@@ -292,11 +369,13 @@ def certify_split(
     device: torch.device, settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Run ``row_fn`` on this shard's samples with per-sample seeded noise, resuming a partial file
-    written with the same sampling and ``settings`` (what else the rows depend on)."""
+    written with the same sampling and ``settings`` (what else the rows depend on) whose rows are rows of
+    these inputs; the output is locked for the whole run (:class:`dualrs.tables.ResumableTable`)."""
     indices = select_indices(len(dataset), sampling.every, sampling.shard, sampling.num_shards)
-    recorded = {"stage": stage, **asdict(sampling), **(settings or {})}
+    recorded = {"stage": stage, **asdict(sampling), "precision": inference_precision(sampling.precision, device),
+                **(settings or {})}
     del recorded["batch_size"]  # certificates do not depend on it
-    with resumable_table(out, columns, recorded) as table:
+    with resumable_table(out, columns, recorded, InputLabels(dataset, indices)) as table:
         todo = [i for i in indices if i not in table.done]
         for i in progress(todo, f"{stage} {Path(out).name}", len(indices), initial=len(indices) - len(todo)):
             x, y = dataset[i]
@@ -349,6 +428,7 @@ def train_estimator_model(
     model = Denoisers(denoiser, device).wrap(estimator, sigma_e)
     history = train_estimator(model, x, targets, balance, sigma_e, optim, seed, lam, eta, copies, device,
                               torch.as_tensor(w_r, dtype=torch.float32), class_weight=class_weight)
+    check_finite_weights(estimator, f"the estimator trained for {out}")
     save_checkpoint(out, estimator, {"arch": arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
                                      "model_kwargs": dict(model_options), "role": "estimator",
                                      "experts" if routes_experts else "sigmas": candidates,
@@ -373,13 +453,14 @@ def _candidate_sigmas(experts: Sequence[str], expert_sigmas: Mapping[str, float]
 
 def route_training_set(
     data: DataRef, estimator: Path, sigma_e: float, n: int, batch_size: int, seed: int, denoiser: Path | None,
-    out: Path, device: str,
+    out: Path, device: str, precision: str = "bf16",
 ) -> None:
-    """σ̂ of every training input by the estimator's majority vote under noise σ_e: routes TSV (idx sigma)."""
+    """σ̂ of every training input by the estimator's (in ``precision``) majority vote under noise σ_e: routes TSV
+    (idx sigma)."""
     device = resolve_device(device)
     model, meta = load_checkpoint(estimator, device)
     sigmas = meta["sigmas"]
-    votes = route(Denoisers(denoiser, device).wrap(model, sigma_e), data.split("train"), len(sigmas), sigma_e,
+    votes = route(Denoisers(denoiser, device, precision).wrap(model, sigma_e), data.split("train"), len(sigmas), sigma_e,
                   n, batch_size, seed)
     write_table(out, pd.DataFrame({"idx": np.arange(len(votes)), "sigma": np.asarray(sigmas)[votes]}))
 
@@ -408,6 +489,7 @@ def finetune_classifier(
             history = train_classifier(denoisers.wrap(model, sigma), Subset(data.split("train"), chosen), sigma,
                                        optim, seed, device, desc=f"finetune sigma={sigma}")
         samples = {f"{sigma:g}": len(chosen)}
+    check_finite_weights(model, f"the classifier finetuned for {out}")
     save_checkpoint(out, model, {**meta, "sigma": sigma, "finetuned_from": str(classifier),
                                  "finetune_samples": samples, "finetune_optim": vars(optim),
                                  "finetune_loss": history})

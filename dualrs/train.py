@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from dualrs.models import enable_grad_checkpointing
 from dualrs.progress import progress
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth, device_of
+from dualrs.validation import NonFiniteError
 
 
 ClassWeight = Literal["both", "ce", "none"]
@@ -34,7 +36,12 @@ CLASS_WEIGHTS: tuple[ClassWeight, ...] = ("both", "ce", "none")
 class Optim:
     """Optimisation settings shared by all loops: Adam (or AdamW, decoupled weight decay) with cosine
     decay per step, or, given ``milestones``, the learning rate times ``gamma`` at each milestone epoch
-    (the paper's CIFAR-10 estimator: AdamW, lr 0.01, weight decay 0.01, × 0.5 at epochs 30 and 60)."""
+    (the paper's CIFAR-10 estimator: AdamW, lr 0.01, weight decay 0.01, × 0.5 at epochs 30 and 60).
+
+    GPU memory: each step of ``batch_size`` inputs may run as micro-batches of ``micro_batch_size`` whose
+    gradients add up to the step's (the loss is a mean, so chunk k's loss is weighted |chunk k| / batch
+    size); ``precision`` bf16 runs forward and backward under bfloat16 autocast on CUDA (weights, gradients
+    and optimizer state stay float32); ``grad_checkpointing`` recomputes activations in backward."""
 
     epochs: int
     batch_size: int
@@ -44,8 +51,15 @@ class Optim:
     optimizer: str = "adam"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.5
+    micro_batch_size: int | None = None
+    precision: str = "fp32"
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be a positive integer, got {self.micro_batch_size!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(TRAIN_PRECISIONS)}, got {self.precision!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
@@ -65,6 +79,7 @@ class Optim:
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+TRAIN_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def train_classifier(
@@ -180,6 +195,10 @@ def route(
 
 def _fit(model, data, loss_fn, optim: Optim, seed: int, device, desc: str) -> list[float]:
     model.to(device).train()
+    if optim.grad_checkpointing:
+        enable_grad_checkpointing(model)
+    device_type = torch.device(device).type
+    autocast = TRAIN_PRECISIONS[optim.precision] if device_type == "cuda" else None
     loader = DataLoader(data, batch_size=optim.batch_size, shuffle=True, num_workers=optim.num_workers,
                         generator=torch.Generator().manual_seed(seed), drop_last=len(data) > optim.batch_size)
     optimizer, scheduler = optim.build([p for p in model.parameters() if p.requires_grad], len(loader))
@@ -189,12 +208,20 @@ def _fit(model, data, loss_fn, optim: Optim, seed: int, device, desc: str) -> li
             total, seen = 0.0, 0
             for batch in loader:
                 batch = [t.to(device) for t in batch]
-                loss = loss_fn(*batch)
+                size = len(batch[0])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                for chunk in zip(*(t.split(optim.micro_batch_size or size) for t in batch)):
+                    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                        loss = loss_fn(*chunk)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteError(f"{desc}: the training loss is {loss.item()} in epoch "
+                                             f"{len(history) + 1}; training diverged (lower the learning rate) or "
+                                             "the inputs hold NaN or inf")
+                    (loss * (len(chunk[0]) / size)).backward()
+                    total += loss.item() * len(chunk[0])
                 optimizer.step()
                 scheduler.step()
-                total, seen = total + loss.item() * len(batch[0]), seen + len(batch[0])
+                seen += size
             history.append(total / seen)
             epochs.set_postfix(loss=f"{history[-1]:.4f}")
     model.eval()

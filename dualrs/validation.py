@@ -1,16 +1,136 @@
 """Checks of user input that run before any noise is drawn or any file is written.
 
-Each check raises one ``ValueError`` (``TypeError`` for a wrong type) that names what is wrong.
+Each check raises one ``ValueError`` (``TypeError`` for a wrong type) that names what is wrong. The
+module imports torch and scipy only where a check needs them, so that the command line can check
+its arguments without loading either.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, Literal
 
 LEVEL_RULE = "a one-sided confidence bound that fails with probability 0.5 or more certifies nothing"
+SIGMA_RULE = "a noise level must be finite and above 0"
+Test = Literal["clopper_pearson", "binomial"]
+
+
+class NonFiniteError(ValueError):
+    """A loss, weight, logit or denoised image went NaN or ±inf: whatever follows from it would say nothing."""
+
+
+class NeverCertifiesWarning(UserWarning):
+    """The number of draws is too small for any certificate at the requested level."""
+
+
+def check_settings(
+    *, n0: Any = None, n: Any = None, batch_size: Any = None, alpha: Any = None, beta: Any = None,
+    sigma: Any = None, sigma_e: Any = None, sigmas: Iterable[Any] | None = None,
+) -> None:
+    """The one check of the Monte Carlo settings, run by every public entry point before any noise is drawn.
+
+    n0, n and batch_size must be positive integers; alpha and beta must lie in (0, ½) and, together, sum
+    below ½ (the dual certificate holds with probability ≥ 1 − α − β, Sun et al. 2025, Theorem 4.2); every
+    noise level (sigma, sigma_e, each of sigmas) must be finite and positive (σ = ∞ would "certify" an
+    infinite radius, Cohen et al. Theorem 1's R = σ·Φ⁻¹(p_A)). Only the settings given are checked.
+    """
+    for name, value in (("n0", n0), ("n", n), ("batch_size", batch_size)):
+        if value is not None:
+            check_count(value, name)
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if value is not None:
+            check_level(value, name)
+    if alpha is not None and beta is not None and not alpha + beta < 0.5:
+        raise ValueError(f"alpha + beta must be below 0.5, got alpha={alpha!r} + beta={beta!r} = {alpha + beta:g}: "
+                         f"the dual certificate fails with probability up to alpha + beta, and {LEVEL_RULE}")
+    for name, value in (("sigma", sigma), ("sigma_e", sigma_e)):
+        if value is not None:
+            check_sigma(value, name)
+    if sigmas is not None:
+        listed = list(sigmas)
+        for value in listed:
+            if not _noise_level(value):
+                raise ValueError(f"every candidate sigma must be a positive number, got {value!r} among {listed!r} "
+                                 f"({SIGMA_RULE})")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _noise_level(value: Any) -> bool:
+    return _real(value) and math.isfinite(value) and value > 0
+
+
+def check_count(value: Any, name: str) -> None:
+    """A positive integer (an integral float such as 1e4 is accepted)."""
+    if not (_real(value) and math.isfinite(value) and int(value) == value and value >= 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_level(value: Any, name: str = "alpha") -> None:
+    """A failure probability in (0, ½)."""
+    if not (_real(value) and 0 < value < 0.5):
+        raise ValueError(f"{name} must lie in (0, 0.5), got {value!r}: {LEVEL_RULE}")
+
+
+def check_sigma(value: Any, name: str = "sigma") -> None:
+    """A finite positive noise level."""
+    if not _noise_level(value):
+        raise ValueError(f"{name} must be a positive number, got {value!r} ({SIGMA_RULE})")
+
+
+def smallest_certifying_n(level: float, test: Test = "clopper_pearson", threshold: float = 0.5) -> int:
+    """The fewest draws n for which n votes of n can pass at ``level``.
+
+    ``clopper_pearson`` (CERTIFY): the one-sided Clopper–Pearson lower bound of n successes in n trials,
+    the α quantile of Beta(n, 1) (scipy's ``beta.ppf``), must exceed ``threshold`` (½: a positive radius).
+    ``binomial`` (PREDICT): the two-sided binomial test of n votes against none must reject p = ½ at level α.
+    Both hold for every n past the first that passes, so the first one is found by doubling and bisection.
+    """
+    passes = _passes(float(level), test, float(threshold))
+    high = 1
+    while not passes(high):
+        high *= 2
+    low = high // 2  # fails (or 0)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if passes(middle) else (middle, high)
+    return high
+
+
+def _passes(level: float, test: Test, threshold: float) -> Callable[[int], bool]:
+    from scipy.stats import beta as beta_distribution, binomtest
+
+    if test == "clopper_pearson":
+        return lambda n: float(beta_distribution.ppf(level, n, 1)) > threshold
+    return lambda n: binomtest(n, n, p=0.5).pvalue <= level
+
+
+def warn_if_never_certifies(n: int, level: float, test: Test = "clopper_pearson", threshold: float = 0.5) -> None:
+    """Warn (once per setting and process) when ``n`` draws can never pass at ``level``: every input would
+    abstain whatever the model does."""
+    _warn_once(int(n), float(level), test, float(threshold))
+
+
+@lru_cache(maxsize=None)
+def _warn_once(n: int, level: float, test: Test, threshold: float) -> None:
+    from scipy.stats import beta as beta_distribution, binomtest
+
+    needed = smallest_certifying_n(level, test, threshold)
+    if n >= needed:
+        return
+    if test == "clopper_pearson":
+        best = f"even {n} votes of {n} give p_A_lower = {float(beta_distribution.ppf(level, n, 1)):.4g}, " \
+               f"not above {threshold:g} (Clopper-Pearson)"
+    else:
+        best = f"even {n} votes of {n} give a binomial-test p-value of {binomtest(n, n, p=0.5).pvalue:.4g} > {level:g}"
+    warnings.warn(f"n = {n} draws can never certify at level {level:g}: {best}, so every input abstains; "
+                  f"the smallest n that can is {needed}", NeverCertifiesWarning, stacklevel=4)
 
 
 def check_input(x: Any) -> None:
@@ -19,6 +139,8 @@ def check_input(x: Any) -> None:
     Smoothing adds Gaussian noise to ``x`` in the model's dtype, and a NaN or ±inf coordinate would make
     every noisy copy non-finite, so p_A and the radius would say nothing about x.
     """
+    import torch
+
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor (one input without batch dimension), got {type(x).__name__}")
     if not x.is_floating_point():
@@ -31,6 +153,17 @@ def check_input(x: Any) -> None:
         bad = int((~finite).sum())
         raise ValueError(f"x has {bad} non-finite value(s) (NaN or inf) among {x.numel()}; "
                          "smoothing needs a finite input")
+
+
+def check_logits(logits: Any, batch: int, num_classes: int, what: str) -> None:
+    """``what`` must return a tensor of logits of shape (batch, num_classes) for a batch of ``batch`` inputs."""
+    import torch
+
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{what} must return a tensor of logits, got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[0] != batch or logits.shape[1] != num_classes:
+        raise ValueError(f"{what} must return logits of shape (batch, {num_classes}), one score per class, "
+                         f"but returned shape {tuple(logits.shape)} for a batch of {batch}")
 
 
 def check_checkpoint(meta: Mapping[str, Any], path: Path | str, num_classes: int, in_chans: int, what: str) -> None:

@@ -13,6 +13,8 @@ improved-/guided-diffusion denoisers and tiny timm classifiers), then prints ONE
   after release;
 - certify/cohen, certify/forward: benchmarks.certify's throughput ratios of Smooth.certify on the CIFAR-10
   stand-in (denoiser + classifier);
+- tflops: achieved TFLOP/s of a ViT-B/16 forward pass at 224x224, batch 64, under bfloat16 autocast (FLOPs
+  counted by dualrs.compute): the rate for `scripts/gpu_budget.py --tflops`;
 - seconds: the wall time.
 
 Everything else goes to stderr. Without CUDA it exits with status 2.
@@ -34,8 +36,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from benchmarks.certify import Clock, certify_over_cohen, certify_over_forward  # noqa: E402
 from dualrs import gpu_slots  # noqa: E402
+from dualrs.compute import forward_flops  # noqa: E402
 from dualrs.denoise import DiffusionDenoiser  # noqa: E402
 from dualrs.dual import DualSmooth  # noqa: E402
+from dualrs.memory import build_on_meta  # noqa: E402
 from dualrs.models import create_model  # noqa: E402
 from dualrs.seeding import sample_generator  # noqa: E402
 from dualrs.smoothing import Smooth  # noqa: E402
@@ -148,6 +152,22 @@ def throughput_fields(m: Models, xs: torch.Tensor, clock: Clock) -> dict[str, st
     return {"certify/cohen": f"{cohen:.2f}", "certify/forward": f"{forward:.2f}"}
 
 
+def tflops_field(device: torch.device, batch: int = 64, repeats: int = 10) -> dict[str, str]:
+    """Achieved TFLOP/s of ViT-B/16 inference under bfloat16 autocast, FLOPs counted on the meta device."""
+    build = lambda: create_model("timm/vit_base_patch16_224", 10, 3, input_size=224)  # noqa: E731
+    flops = forward_flops(build_on_meta(build), (3, 224, 224)) * batch
+    model = build().to(device).eval()
+    x = torch.rand(batch, 3, 224, 224, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        model(x)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+        torch.cuda.synchronize()
+    return {"tflops": f"{flops * repeats / (time.perf_counter() - start) / 1e12:.1f}"}
+
+
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
     with contextlib.redirect_stdout(sys.stderr):
@@ -168,6 +188,7 @@ def run(work: Path, device: torch.device) -> dict[str, str]:
             fields[f"{name}_dual"] = counted(dual_certificates(m.dual(), xs[name]))
         fields.update(precision_fields(models, xs))
         fields.update(throughput_fields(models["cifar10"], xs["cifar10"], Clock(device)))
+        fields.update(tflops_field(device))
     return fields
 
 

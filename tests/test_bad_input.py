@@ -46,14 +46,15 @@ experiments:
 """
 
 
-def dry_run(tmp_path: Path, config: str) -> subprocess.CompletedProcess:
+def dry_run(tmp_path: Path, config: str, *args: str) -> subprocess.CompletedProcess:
     """``snakemake -n`` in a fresh working directory on the default config extended by ``config``."""
+    tmp_path.mkdir(exist_ok=True)
     shutil.copytree(REPO / "config", tmp_path / "config")
     (tmp_path / "test.yaml").write_text(config)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
                            str(tmp_path), "results/tables/tiny.csv", "-n", "--cores", "1", "--configfile",
-                           str(tmp_path / "test.yaml")], capture_output=True, text=True, env=env)
+                           str(tmp_path / "test.yaml"), *args], capture_output=True, text=True, env=env)
 
 
 def assert_nothing_written(workdir: Path) -> None:
@@ -68,8 +69,47 @@ def assert_nothing_written(workdir: Path) -> None:
      ["config: experiments.tiny.sigma_e: -1 is less than or equal to the minimum of 0"]),
     ("[0.25, 0.5]", "[]", ["config: experiments.tiny.sigmas: [] is too short", "at least two"]),
     ("[0.25, 0.5]", "[0.5, 0.5]", ["config: experiments.tiny.sigmas: [0.5, 0.5] has non-unique elements"]),
-    ("[0.25, 0.5]", "[0.1234567, 0.1234568]",
-     ["config: experiments.tiny.sigmas: 0.1234567 and 0.1234568 are the same sigma in file names"]),
+    # sigmas that file names (sigma<spelling>, [0-9]+(.[0-9]+)?, 6 significant digits) cannot stand for
+    ("[0.25, 0.5]", "[0.25, 0.1234567]",
+     ["config: experiments.tiny.sigmas[1]: 0.1234567 has no exact file-name spelling ('0.123457' reads back as "
+      "another number)"]),
+    ("[0.25, 0.5]", "[0.25, 0.00001]", ["config: experiments.tiny.sigmas[1]: sigma 1e-05 has no file-name spelling: "
+                                        "it would be '1e-05'", "use a sigma in [0.0001, 1e+06)"]),
+    ("[0.25, 0.5]", "[0.25, 1.0e+6]", ["config: experiments.tiny.sigmas[1]: sigma 1000000.0 has no file-name"]),
+    ("classifier:\n      arch: digits_cnn", "classifier:\n      noise: 0.00002\n      arch: digits_cnn",
+     ["config: experiments.tiny.classifier.noise: sigma 2e-05 has no file-name spelling"]),
+    ("[0.25, 0.5]", "[0.25, .inf]", ["config: experiments.tiny.sigmas[1] is inf: numbers must be finite"]),
+    # counts: a whole-number float is the count; text that YAML 1.1 made of 1e4 gets the spelling to write
+    ("n: 16", "n: 1e4", ["config: experiments.tiny.label.n: '1e4' is not of type 'integer' (YAML reads numbers like "
+                         "1e4 as text: write 10000)"]),
+    ("n: 16", "n: 1.5", ["config: experiments.tiny.label.n: 1.5 is not of type 'integer'"]),
+    ("n: 16", "n: 1.0e+20", ["config: experiments.tiny.label.n: 100000000000000000000 is greater than the maximum"]),
+    ("    batch_size: 64", "    batch_size: 64\n    radii: []", ["config: experiments.tiny.radii: [] should be non-empty"]),
+    ("experiments:", "seed: -1\nexperiments:", ["config: seed: -1 is less than the minimum of 0"]),
+    ("experiments:", "seed: true\nexperiments:", ["config: seed: True is not of type 'integer'"]),
+    ("[0.25, 0.5]", "0.25", ["config: experiments.tiny.sigmas: 0.25 is not of type 'array'"]),
+    # an overlay cannot delete a key; null in its place is one type error, not one per rule of the key
+    ("experiments:", "experiments:\n  cifar10: {denoiser: null}",
+     ["config: experiments.cifar10.denoiser: None is not of type 'object'"]),
+    ("    batch_size: 64", "    batch_size: 64\n    ablations: {alpha_beta: [[0.3, 0.25]]}",
+     ["config: experiments.tiny.ablations.alpha_beta[0]: alpha + beta = 0.55 must lie below 0.5"]),
+    ("    batch_size: 64", "    batch_size: 64\n    router:\n      experts:\n"
+     "        - {name: a, sigma: 0.25, classifier: results/tiny/models/classifier_sigma0.25.safetensors}\n"
+     "        - {name: a, sigma: 0.5, classifier: results/tiny/models/classifier_sigma0.5.safetensors}",
+     ["config: experiments.tiny.router.experts: name(s) 'a' given to more than one expert"]),
+    ("    batch_size: 64", "    batch_size: 64\n    router:\n      experts:\n"
+     "        - {name: a, sigma: 0.25, classifier: results/tiny/models/classifier_sigma0.25.safetensors}\n"
+     "        - {name: b, sigma: 0.5, classifier: results/tiny2/models/classifier_sigma0.5.safetensors}",
+     ["config: experiments.tiny.router.experts[1].classifier is results/tiny2/models/classifier_sigma0.5.safetensors, "
+      "but no experiment 'tiny2' builds it"]),
+    # every shard job gets an input: 540 of the 1797 digits are test inputs (test_fraction 0.3)
+    ("beta: 0.01}", "beta: 0.01, every: 100, shards: 7}",
+     ["config: experiments.tiny.certify.shards is 7, but every = 100 selects 6 test input(s) (data.digits.test_fraction "
+      "keeps 540 of the 1797 digits for test)"]),
+    ("experiments:\n  tiny:", "experiments:\n  tables:", ["config: experiments.tables: the name 'tables' is reserved"]),
+    ("    batch_size: 64", "    batch_size: 64\n    batch_size: 32",
+     ["test.yaml:15: key 'batch_size' is given twice (also on line 14); YAML would keep only the last value"]),
+    ("experiments:", "seed: 010\nexperiments:", ["test.yaml:2: seed: 010 reads as 8 in YAML 1.1 (octal or base 60)"]),
     ("alpha: 0.01, beta", "alpha: 0.5, beta",
      ["config: experiments.tiny.certify.alpha: 0.5 is greater than or equal to the maximum of 0.5",
       "a bound that fails with probability 0.5 or more certifies nothing"]),
@@ -101,6 +141,34 @@ def test_config_errors_name_the_key_before_any_job(tmp_path, old, new, messages)
     assert_nothing_written(tmp_path)
 
 
+def test_cifar10_shards_without_a_test_image_are_refused(tmp_path):
+    cifar = TINY.replace("data: digits", "data: cifar10").replace("beta: 0.01}", "beta: 0.01, shards: 8}")
+    result = dry_run(tmp_path, "data: {cifar10: {test_every: 2000}}\n" + cifar)
+    assert result.returncode != 0
+    assert ("config: experiments.tiny.certify.shards is 8, but every = 1 selects 5 test input(s) (CIFAR-10 has 5 "
+            "test images with data.cifar10.test_every = 2000)") in result.stdout + result.stderr
+    assert_nothing_written(tmp_path)
+    assert dry_run(tmp_path / "fits", "data: {cifar10: {test_every: 1250}}\n" + cifar).returncode == 0
+
+
+def test_whole_number_float_counts_reach_the_commands_as_integers(tmp_path):
+    """n: 1.0e+4 (how YAML 1.1 reads a float; 1e4 is text) is the count 10000 in every command line."""
+    floats = TINY.replace("n: 64", "n: 1.0e+4").replace("batch_size: 64", "batch_size: 6.4e+1").replace(
+        "beta: 0.01}", "beta: 0.01, every: 3.0e+1, shards: 2.0}")
+    result = dry_run(tmp_path, floats, "-p")
+    assert result.returncode == 0, result.stderr[-2000:]
+    commands = [line for line in result.stdout.splitlines() if "dualrs certify-dual" in line]
+    assert commands and all("--n 10000 --batch-size 64 --every 30 " in line for line in commands)
+
+
+def test_unknown_timm_model_is_refused_before_any_job(tmp_path):
+    result = dry_run(tmp_path, TINY.replace("    estimator:\n      arch: digits_cnn",
+                                            "    estimator:\n      arch: timm/resnet5O"))
+    assert result.returncode != 0
+    assert "config: experiments.tiny.estimator.arch: timm has no model 'resnet5O'" in result.stdout + result.stderr
+    assert_nothing_written(tmp_path)
+
+
 def test_sigma_e_below_the_largest_sigma_is_legal_but_warns_of_the_cap(tmp_path):
     result = dry_run(tmp_path, TINY.replace("[0.25, 0.5]", "[0.25, 0.5]\n    sigma_e: 0.3"))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -129,6 +197,35 @@ def test_missing_imagenet_train_folder_is_found_before_writing(tmp_path):
         main(["prepare-data", "--dataset", "imagenet", "--root", str(root), "--data-options",
               json.dumps({"source": str(tmp_path / "val"), "train_source": str(tmp_path / "none")})])
     assert not root.exists()
+
+
+def test_corrupt_images_are_refused_by_prepare_data_naming_the_files(tmp_path):
+    """A truncated JPEG passes a folder scan but stops certification when its shard reaches it."""
+    from PIL import Image
+
+    for wnid in ("n01", "n02"):
+        for folder in ("val", "train"):
+            (tmp_path / folder / wnid).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (64, 48), (40 * i, 90, 200)).save(tmp_path / folder / wnid / f"{i}.JPEG", quality=95)
+    truncated, garbage = tmp_path / "val" / "n02" / "2.JPEG", tmp_path / "train" / "n01" / "0.JPEG"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    garbage.write_bytes(b"not an image at all")
+    root = tmp_path / "data" / "imagenet"
+    options = {"source": str(tmp_path / "val"), "every": 1, "num_classes": 2, "train_source": str(tmp_path / "train"),
+               "train_every": 1}
+    with pytest.raises(SystemExit) as error:
+        main(["prepare-data", "--dataset", "imagenet", "--root", str(root), "--data-options", json.dumps(options)])
+    message = str(error.value)
+    assert (f"2 of the 16 images selected from {tmp_path / 'val'} (config key data.imagenet.source) and "
+            f"{tmp_path / 'train'} (data.imagenet.train_source) do not decode; replace or remove them") in message
+    assert f"\n  {truncated}: OSError: Truncated File Read" in message
+    assert f"\n  {garbage}: UnidentifiedImageError: cannot identify image file" in message
+    assert not any(root.glob("*"))  # no file list, no READY
+    truncated.unlink()
+    garbage.unlink()
+    main(["prepare-data", "--dataset", "imagenet", "--root", str(root), "--data-options", json.dumps(options)])
+    assert json.loads((root / "READY").read_text())["num_items"] == {"test": 7, "train": 7}
 
 
 # ------------------------------------------------------------------ checkpoints of the wrong kind
@@ -168,6 +265,16 @@ def assert_exits_naming(argv: list[str], *messages: str) -> None:
     for message in messages:
         assert message in str(error.value)
     assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_an_output_that_is_a_directory_is_refused_before_training(capsys, digits, tmp_path):
+    out = tmp_path / "classifier.safetensors"
+    out.mkdir()
+    with pytest.raises(SystemExit):
+        main(["train-classifier", "--dataset", "digits", "--root", str(digits), "--arch", "digits_cnn", "--sigma",
+              "0.5", "--epochs", "1", "--batch-size", "64", "--lr", "0.01", "--device", "cpu", "--out", str(out)])
+    assert f"argument --out: {out} is a directory; name the file to write" in capsys.readouterr().err
+    assert out.is_dir() and not any(out.iterdir()) and not out.with_suffix(".json").exists()
 
 
 def test_classifier_for_another_class_count_is_refused(digits, tmp_path):
@@ -291,7 +398,7 @@ def test_level_of_one_half_or_more_is_refused_with_the_reason(capsys, digits, tm
     argv[argv.index("--alpha") + 1] = "0.5"
     with pytest.raises(SystemExit):
         main(argv)
-    assert "must lie in (0, 0.5), got '0.5': a one-sided confidence bound that fails with probability 0.5 or more " \
+    assert "alpha must lie in (0, 0.5), got 0.5: a one-sided confidence bound that fails with probability 0.5 or more " \
            "certifies nothing" in capsys.readouterr().err
     with pytest.raises(ValueError, match="beta must lie in"):
         DualSmooth(ConstantClass(0, 2), {0.25: ConstantClass(0, 2), 0.5: ConstantClass(1, 2)}, 0.5, 2).certify(

@@ -288,6 +288,42 @@ def test_dual_coverage_with_a_linear_estimator_over_sigma(record_property) -> No
     assert tally.expected > 0.1 * (alpha + beta) * tally.trials
 
 
+@pytest.mark.slow
+def test_adaptive_dual_coverage_with_a_linear_estimator_over_sigma(record_property) -> None:
+    """The settings of the test above, certified adaptively on a fine radius grid (stages run long and
+    stop at data-dependent looks): unsound at most α + β; R_σ alone at most β, R_c alone at most α
+    (anytime-valid bounds, dualrs.sequential (2), and Theorem 4.2's union bound)."""
+    n0, n, alpha, beta, models, per_model = 32, 200, 0.05, 0.1, 12, 100
+    grid = [0.02 * k for k in range(150)]
+    rng = np.random.default_rng(4)
+    tally = Tally(f"adaptive dual alpha={alpha} beta={beta}", alpha + beta)
+    estimator_tally = Tally(f"adaptive dual R_sigma alone beta={beta}", beta)
+    classifier_tally = Tally(f"adaptive dual R_c alone alpha={alpha}", alpha)
+    samples = 0
+    for m in range(models):
+        dual, x, p_e, p_classifier = random_dual_setting(rng)
+        for i in range(per_model):
+            cert = dual.certify(x, n0, n, alpha, beta, n, sample_generator(24, f"adaptive-dual-{m}", i), adaptive=True,
+                                radii=grid)
+            samples += cert.samples
+            if math.isnan(cert.sigma):
+                tally.add(False, 0.0), estimator_tally.add(False, 0.0)
+                continue
+            k = SIGMAS.index(cert.sigma)
+            estimator_tally.add(cert.r_sigma > true_radius(0.5, p_e[k]), 0.0)
+            if cert.prediction == ABSTAIN:
+                tally.add(False, 0.0)
+                continue
+            p_c = p_classifier[cert.sigma] if cert.prediction == 1 else 1 - p_classifier[cert.sigma]
+            classifier_tally.add(cert.r_c > true_radius(cert.sigma, p_c), 0.0)
+            tally.add(cert.radius > min(true_radius(0.5, p_e[k]), true_radius(cert.sigma, p_c)), 0.0)
+    for t in (tally, estimator_tally, classifier_tally):
+        t.report(record_property)
+    assert tally.within_level() and estimator_tally.within_level() and classifier_tally.within_level()
+    assert tally.unsound > 0  # the setting is not trivially sound
+    assert samples < tally.trials * 2 * (n0 + n)
+
+
 # ------------------------------------------------------------------ radii approach the truth as n grows
 
 

@@ -7,7 +7,9 @@ small digits CNNs trained for one epoch, so certificates mix classes, radii and 
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -52,8 +55,12 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> Setup:
+    return trained_setup(tmp_path_factory.mktemp("resume"))
+
+
+def trained_setup(workdir: Path) -> Setup:
     """Digits, one classifier per σ and an estimator over SIGMAS, each trained for one epoch."""
-    setup = Setup(tmp_path_factory.mktemp("resume"))
+    setup = Setup(workdir)
     prepare_dataset("digits", setup.data, seed=0)
     data, optim = DataRef("digits", setup.data), Optim(epochs=1, batch_size=128, lr=0.003)
     for sigma in SIGMAS:
@@ -70,10 +77,10 @@ def setup(tmp_path_factory) -> Setup:
 
 
 def global_args(setup: Setup, out: Path, **overrides: object) -> list[str]:
-    options = {"--classifier": setup.classifier(0.25), "--sigma": 0.25, "--n0": 16, "--n": 200,
-               "--batch-size": 100, "--every": 30, "--alpha": 0.01, "--out": out, "--threads": 1, **overrides}
-    return ["certify-global", "--dataset", "digits", "--root", str(setup.data), "--device", "cpu",
-            *(str(part) for item in options.items() for part in item)]
+    options = {"--dataset": "digits", "--root": setup.data, "--classifier": setup.classifier(0.25), "--sigma": 0.25,
+               "--n0": 16, "--n": 200, "--batch-size": 100, "--every": 30, "--alpha": 0.01, "--out": out,
+               "--threads": 1, **overrides}
+    return ["certify-global", "--device", "cpu", *(str(part) for item in options.items() for part in item)]
 
 
 def dual_args(setup: Setup, out: Path, **overrides: object) -> list[str]:
@@ -162,8 +169,8 @@ def test_partial_file_of_other_settings_is_started_over(setup, tmp_path):
     """A run killed at n = 100 left a row behind; a rerun at n = 200 must not keep it."""
     main(global_args(setup, tmp_path / "reference.tsv"))
     out = tmp_path / "stale.tsv"
-    stale = ResumableTable(out, GLOBAL_COLUMNS, settings={"n": 100})
-    stale.append({"idx": 0, "label": 0, "predict": 0, "radius": 9.0, "correct": 1, "time": 0.0})
+    with ResumableTable(out, GLOBAL_COLUMNS, settings={"n": 100}) as stale:
+        stale.append({"idx": 0, "label": 0, "predict": 0, "radius": 9.0, "correct": 1, "time": 0.0})
     with pytest.warns(UserWarning, match=r"stale\.tsv\.partial was written with other settings \(.*\bn\b.*\): "
                                          "starting over"):
         main(global_args(setup, out))
@@ -186,11 +193,12 @@ def test_certificate_tsv_keeps_float64_radii(tmp_path):
 
 def test_resumed_partial_keeps_its_complete_rows_exactly(tmp_path):
     out = tmp_path / "c.tsv"
-    table = ResumableTable(out, GLOBAL_COLUMNS)
-    for i in range(3):
-        table.append({"idx": i, "label": 0, "predict": 0, "radius": 0.1 * i, "correct": 1, "time": 1.0})
+    with ResumableTable(out, GLOBAL_COLUMNS) as table:
+        for i in range(3):
+            table.append({"idx": i, "label": 0, "predict": 0, "radius": 0.1 * i, "correct": 1, "time": 1.0})
     before = out.with_name("c.tsv.partial").read_bytes()
-    assert ResumableTable(out, GLOBAL_COLUMNS).done == {0, 1, 2}
+    with ResumableTable(out, GLOBAL_COLUMNS) as table:
+        assert table.done == {0, 1, 2}
     assert out.with_name("c.tsv.partial").read_bytes() == before
 
 
@@ -235,3 +243,133 @@ def test_eight_shard_jobs_two_at_a_time_clobber_nothing(setup, tmp_path):
 
     main(global_args(setup, tmp_path / "unsharded.tsv", **{"--batch-size": 100}))
     pd.testing.assert_frame_equal(certificates(workdir / target), certificates(tmp_path / "unsharded.tsv"))
+
+
+# ------------------------------------------------------------------ what a resumed partial file must match
+
+
+def interrupted(args: list[str], monkeypatch: pytest.MonkeyPatch, rows: int = 2) -> None:
+    """Run ``dualrs *args`` until ``rows`` rows are in the partial file, then stop it as a kill would."""
+    import dualrs.tasks
+    from dualrs.seeding import sample_generator
+
+    calls = []
+
+    def stop_after_rows(*generator_args):
+        calls.append(generator_args)
+        if len(calls) > rows:
+            raise KeyboardInterrupt
+        return sample_generator(*generator_args)
+
+    monkeypatch.setattr(dualrs.tasks, "sample_generator", stop_after_rows)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.undo()
+
+
+def assert_started_over(args: list[str], reference: list[str], out: Path, changed: str) -> None:
+    """A rerun warns that the partial file is of other settings (naming ``changed``), and its table equals
+    a fresh run's: no row of the old partial file survives."""
+    with pytest.warns(UserWarning, match=rf"{re.escape(out.name)}\.partial was written with other settings "
+                                         rf"\({changed}\): starting over"):
+        main(args)
+    main(reference)
+    pd.testing.assert_frame_equal(certificates(out), certificates(Path(reference[reference.index("--out") + 1])))
+
+
+def save_tiny_denoiser(path: Path, seed: int) -> None:
+    from diffusers import DDPMScheduler
+
+    from dualrs.denoise import build_digits_unet, save_denoiser
+
+    torch.manual_seed(seed)
+    save_denoiser(build_digits_unet(), DDPMScheduler(), path)
+
+
+@pytest.mark.parametrize("change", ["weights retrained", "conditioning edited"])
+def test_a_denoiser_replaced_in_its_folder_starts_the_partial_over(setup, tmp_path, monkeypatch, change):
+    """The denoiser is recorded by the content of its folder (weights, configs, conditioning), not its path."""
+    denoiser = tmp_path / "denoiser"
+    save_tiny_denoiser(denoiser, seed=0)
+    options = {"--denoiser": denoiser, "--n": 32, "--every": 60}
+    out = tmp_path / "dds.tsv"
+    interrupted(global_args(setup, out, **options), monkeypatch)
+    assert rows_written(out.with_name("dds.tsv.partial")) == 2
+    if change == "weights retrained":
+        save_tiny_denoiser(denoiser, seed=1)
+    else:
+        (denoiser / "conditioning.json").write_text('{"timestep_scale": 2.0}\n')
+    assert_started_over(global_args(setup, out, **options), global_args(setup, tmp_path / "fresh.tsv", **options),
+                        out, "denoiser")
+
+
+def test_a_dataset_prepared_again_differently_starts_the_partial_over(setup, tmp_path, monkeypatch):
+    """digits prepared again with another seed: the same folder, options and size, other test images."""
+    root = tmp_path / "digits"
+    prepare_dataset("digits", root, seed=0)
+    out = tmp_path / "c.tsv"
+    interrupted(global_args(setup, out, **{"--root": root}), monkeypatch)
+    prepare_dataset("digits", root, seed=1)
+    assert_started_over(global_args(setup, out, **{"--root": root}),
+                        global_args(setup, tmp_path / "fresh.tsv", **{"--root": root}), out, "data")
+
+
+def fake_imagenet(folder: Path, seed: int) -> None:
+    """Two class folders of six random 8x8 RGB images each."""
+    from PIL import Image
+
+    generator = np.random.default_rng(seed)
+    for wnid in ("n01", "n02"):
+        (folder / wnid).mkdir(parents=True, exist_ok=True)
+        for k in range(6):
+            pixels = generator.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / wnid / f"{k}.png")
+
+
+def test_images_replaced_in_the_imagenet_folder_start_the_partial_over(setup, tmp_path, monkeypatch):
+    """ImageNet's prepared list names images in the source folder: same names, new images, same list;
+    their size and mtime change, which is what is recorded (one stat per image, no reading)."""
+    source, root = tmp_path / "val", tmp_path / "imagenet"
+    fake_imagenet(source, seed=0)
+    options = {"source": str(source), "every": 1, "resize": 8, "crop": 8, "num_classes": 2}
+    prepare_dataset("imagenet", root, seed=0, **options)
+    classifier = tmp_path / "rgb.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(classifier, create_model("digits_cnn", 2, 3), {"arch": "digits_cnn", "num_classes": 2,
+                                                                   "in_chans": 3})
+    flags = {"--dataset": "imagenet", "--root": root, "--data-options": json.dumps(options),
+             "--classifier": classifier, "--every": 1, "--n": 32}
+    out = tmp_path / "c.tsv"
+    interrupted(global_args(setup, out, **flags), monkeypatch)
+    listed = (root / "test.tsv").read_bytes()
+    time.sleep(0.01)
+    fake_imagenet(source, seed=1)
+    assert (root / "test.tsv").read_bytes() == listed
+    assert_started_over(global_args(setup, out, **flags), global_args(setup, tmp_path / "fresh.tsv", **flags),
+                        out, "data")
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda f: {**f, "radius": "nan"}, "radius 'nan' is not finite"),
+    (lambda f: {**f, "idx": str(int(f["idx"]) + 1)}, "is not one of the 9 inputs of this output"),
+    (lambda f: {**f, "idx": "30"}, "idx 30 is not one of the 9 inputs of this output"),  # shard 1's input
+    (lambda f: {**f, "label": str((int(f["label"]) + 1) % 10), "predict": str((int(f["label"]) + 1) % 10),
+                "correct": "1"}, "but input"),
+])
+def test_rows_that_are_not_of_this_shard_are_refused(setup, tmp_path, monkeypatch, edit, problem):
+    """A partial file of the same settings whose second row is impossible: a NaN radius, an input of no
+    shard, an input of the other shard, the wrong label. The error names file and line; nothing changes."""
+    out = tmp_path / "c.tsv"
+    args = global_args(setup, out, **{"--shard": 0, "--num-shards": 2})
+    interrupted(args, monkeypatch, rows=3)
+    partial = out.with_name("c.tsv.partial")
+    lines = partial.read_text().splitlines()
+    fields = edit(dict(zip(GLOBAL_COLUMNS, lines[2].split("\t"))))
+    lines[2] = "\t".join(fields[c] for c in GLOBAL_COLUMNS)
+    partial.write_text("\n".join(lines) + "\n")
+    before = partial.read_bytes()
+    with pytest.raises(SystemExit) as error:
+        main(args)
+    assert f"c.tsv.partial:3: corrupt row {lines[2]!r}: " in str(error.value)
+    assert problem in str(error.value) and "delete the file to restart" in str(error.value)
+    assert partial.read_bytes() == before and not out.exists()

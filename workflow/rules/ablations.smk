@@ -34,6 +34,7 @@ rule ablation_label:
         alpha=lambda wc: exp(wc)["label"]["alpha"],
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs label {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
@@ -75,6 +76,7 @@ rule ablation_estimator:
         sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs train-estimator {params.data} {params.labels} {params.model} "
         "{params.weights} --sigma-e {params.sigma_e} {params.training} "
@@ -115,6 +117,7 @@ rule ablation_certify:
         levels=lambda wc: ablation_levels(wc.experiment, wc.ablation, wc.value),
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
         "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "
@@ -152,6 +155,8 @@ rule merge_ablation_shards:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code("tables"),
     shell:
         "dualrs merge {input} --out {output} > {log} 2>&1"
 
@@ -192,6 +197,7 @@ rule ablation_report:
             for v, path in zip(ablation_values(wc.experiment, wc.ablation), input)
         ),
         radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),
+        code=code("report"),
     shell:
         "dualrs report {params.dual_args} --radii {params.radii} --table {output.table} > {log} 2>&1"
 

@@ -26,6 +26,7 @@ rule certify_global:
         alpha=lambda wc: exp(wc)["certify"]["alpha"],
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs certify-global {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
@@ -60,9 +61,14 @@ rule certify_dual:
         sigma_e=lambda wc: sigma_e(wc.experiment),
         sampling=lambda wc: sampling_args(wc, "certify"),
         levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
-        adaptive=lambda wc: "--adaptive" if exp(wc)["certify"]["adaptive"] else "",
+        adaptive=lambda wc: (
+            f"--adaptive --radii {' '.join(str(r) for r in radii(wc.experiment))}"
+            if exp(wc)["certify"]["adaptive"]
+            else ""
+        ),
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
         "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} {params.adaptive} "
@@ -118,6 +124,7 @@ rule certify_cascade:
         threshold=lambda wc: exp(wc)["cascade"]["threshold"],
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs certify-cascade {params.data} {params.classifiers} {params.denoiser} {params.sampling} "
         "--alpha {params.alpha} --threshold {params.threshold} --variant {wildcards.variant} --seed {params.seed} "

@@ -1,4 +1,5 @@
 # Configuration: schema validation, consistency checks, path helpers and target lists.
+import functools
 import json
 import math
 import shlex
@@ -11,15 +12,18 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-
-def config_key(path):
-    """experiments.digits.sigmas[1] from a path of keys and list indices."""
-    return (
-        "".join(
-            f"[{part}]" if isinstance(part, int) else f".{part}" for part in path
-        ).lstrip(".")
-        or "(top level)"
-    )
+from dualrs.config_checks import (
+    SIGMA_PATTERN,
+    config_key,
+    config_problems,
+    config_warnings,
+    model_problems,
+    numeric_text_hint,
+    router_problems,
+    sigma_spelling,
+    whole_floats_to_int,
+    yaml_problems,
+)
 
 
 def nonfinite_numbers(node, path=()):
@@ -89,29 +93,43 @@ def schema_problem(schema, error):
         and isinstance(error.instance, str)
         and is_number(error.instance)
     ):
-        line += " (YAML reads numbers like 1e-3 as text: write 1.0e-3 or 0.001)"
+        line += numeric_text_hint(error.instance, error.validator_value)
     description = key_description(schema, described.absolute_schema_path)
     return f"{line} ({description})" if description else line
 
 
 def validate_config(config):
     """Every rule of the schema, one line per problem naming the key; then Snakemake's validation,
-    which fills in the defaults."""
-    problems = [
+    which fills in the defaults, and the cross-key rules (dualrs.config_checks). Whole-number floats
+    of integer keys (n: 1.0e+4) become ints first."""
+    problems = [f"config: {line}" for line in yaml_problems(workflow.configfiles)]
+    problems += [
         f"config: {key} is {value}: numbers must be finite"
         for key, value in nonfinite_numbers(config)
     ]
     with open(workflow.source_path("../schemas/config.schema.yaml")) as handle:
         schema = yaml.safe_load(handle)
+    whole_floats_to_int(config, schema)
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(
         validator.iter_errors(config),
         key=lambda e: [str(part) for part in e.absolute_path],
     )
+    typed = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    errors = [  # a value of the wrong type is one problem, not one per rule it then breaks
+        e
+        for e in errors
+        if e.validator == "type" or tuple(e.absolute_path) not in typed
+    ]
     problems += [schema_problem(schema, error) for error in errors]
     if problems:
         raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
     validate(config, "../schemas/config.schema.yaml")
+    problems = config_problems(config)
+    if problems:
+        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
+    for warning in config_warnings(config):
+        logger.warning(warning)
 
 
 validate_config(config)
@@ -122,58 +140,10 @@ EXPERIMENTS = config["experiments"]
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     data="digits|cifar10|imagenet",
-    sigma=r"[0-9]+(\.[0-9]+)?",
+    sigma=SIGMA_PATTERN,
     it=r"[0-9]+",
     shard=r"[0-9]+",
     expert=r"[A-Za-z0-9_.=-]+",
-
-
-def check_experiment(name, cfg):
-    """Cross-key rules the schema cannot express; one error naming the key."""
-    where = f"config: experiments.{name}"
-    if cfg["data"] not in config["data"] and cfg["data"] != "digits":
-        raise WorkflowError(
-            f"{where}.data is {cfg['data']!r}, but `data` has no block {cfg['data']!r}"
-        )
-    classifier = cfg["classifier"]
-    if classifier["weights"] is None and "train" not in classifier:
-        raise WorkflowError(
-            f"{where}.classifier needs `train` settings or off-the-shelf `weights`"
-        )
-    if classifier["weights"] is not None and "denoiser" not in cfg:
-        raise WorkflowError(
-            f"{where}.classifier.weights (one off-the-shelf model for every sigma) needs a `denoiser`"
-        )
-    if cfg["iterations"] > 1 and "finetune" not in cfg:
-        raise WorkflowError(
-            f"{where}.iterations is {cfg['iterations']}, which needs a `finetune` block"
-        )
-    if "resolution" in cfg["data_options"] and cfg["data"] != "digits":
-        raise WorkflowError(
-            f"{where}.data_options.resolution is an option of digits, not of {cfg['data']!r}"
-        )
-    if cfg["iterations"] > 2 and not cfg["retrain_estimator"]:
-        raise WorkflowError(
-            f"{where}.iterations is {cfg['iterations']}: finetuning round k routes with round k-1's "
-            "estimator, so rounds beyond 2 need retrain_estimator: true"
-        )
-    spellings = {}
-    for sigma in cfg["sigmas"]:
-        spelling = fmt(sigma)
-        if spelling in spellings:
-            raise WorkflowError(
-                f"{where}.sigmas: {spellings[spelling]} and {sigma} are the same sigma in file "
-                f"names (sigma{spelling}); use values that differ in 6 significant digits"
-            )
-        spellings[spelling] = sigma
-    certify = cfg["certify"]
-    if certify["alpha"] + certify["beta"] >= 0.5:
-        raise WorkflowError(
-            f"{where}.certify: alpha + beta = {certify['alpha'] + certify['beta']:g} must lie below "
-            "0.5: the dual certificate fails with probability up to alpha + beta, and the cascade "
-            "baseline spends alpha + beta in one bound, which certifies nothing at 0.5 or more"
-        )
-    warn_capped_radii(name, cfg)
 
 
 def warn_capped_radii(name, cfg):
@@ -198,17 +168,12 @@ def warn_capped_radii(name, cfg):
 
 
 def fmt(sigma):
-    """Canonical spelling of a sigma in paths: 0.25, 0.5, 1."""
-    return f"{float(sigma):g}"
+    """Spelling of a sigma in paths (0.25, 0.5, 1): the one the configuration was checked with."""
+    return sigma_spelling(sigma)
 
 
 for _name, _cfg in EXPERIMENTS.items():
-    check_experiment(_name, _cfg)
-for _name in config["default_targets"]:
-    if _name not in EXPERIMENTS:
-        raise WorkflowError(
-            f"config: default_targets names {_name!r}, which is not in experiments"
-        )
+    warn_capped_radii(_name, _cfg)
 
 
 def exp(wildcards):
@@ -227,7 +192,17 @@ def radii(name):
     return EXPERIMENTS[name].get("radii", config["radii"])
 
 
+@functools.cache
+def check_models(name):
+    """The timm models and transformers classes of experiment ``name`` exist (checked once, when its
+    jobs are planned: importing timm or transformers takes seconds)."""
+    problems = model_problems(name, EXPERIMENTS[name])
+    if problems:
+        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
 def ready(wildcards):
+    check_models(wildcards.experiment)
     return f"data/{exp(wildcards)['data']}/READY"
 
 
@@ -244,6 +219,11 @@ def optim_args(settings, batch_flag="--batch-size"):
     args = f"--epochs {settings['epochs']} {batch_flag} {settings['batch_size']} --lr {settings['lr']}"
     args += f" --weight-decay {settings.get('weight_decay', 0.0)} --num-workers {settings.get('num_workers', 0)}"
     args += f" --optimizer {settings.get('optimizer', 'adam')} --gamma {settings.get('gamma', 0.5)}"
+    args += f" --precision {settings.get('precision', 'fp32')}"
+    if settings.get("micro_batch_size"):
+        args += f" --micro-batch-size {settings['micro_batch_size']}"
+    if settings.get("grad_checkpointing"):
+        args += " --grad-checkpointing"
     milestones = settings.get("milestones", [])
     return args + (
         f" --milestones {' '.join(str(m) for m in milestones)}" if milestones else ""
@@ -302,6 +282,23 @@ def classifier_args(name, it):
     )
 
 
+def products(name):
+    """Classifier checkpoints and the trained denoiser experiment ``name`` builds (router experts may use them)."""
+    paths = {
+        classifier_checkpoint(name, it, s)
+        for it in range(EXPERIMENTS[name]["iterations"])
+        for s in sigmas(name)
+    }
+    if "train" in EXPERIMENTS[name].get("denoiser", {}):
+        paths.add(f"results/{name}/models/denoiser")
+    return paths
+
+
+_problems = [p for name in EXPERIMENTS for p in router_problems(config, name, products)]
+if _problems:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(_problems))
+
+
 def num_shards(name, stage):
     """Shard count of a merge_shards stage (labels/it<k>, router/labels, certify/..., router/certify)."""
     cfg = EXPERIMENTS[name]
@@ -311,11 +308,12 @@ def num_shards(name, stage):
 
 
 def sampling_flags(wildcards, settings, n=None):
-    """CLI Monte Carlo flags of a sampling block (n0, n, every, shards; ``n`` overrides its n) and this
-    job's shard."""
+    """CLI Monte Carlo flags of a sampling block (n0, n, every, shards; ``n`` overrides its n), this
+    job's shard and the experiment's inference precision."""
     return (
         f"--n0 {settings['n0']} --n {n or settings['n']} --batch-size {exp(wildcards)['batch_size']} "
-        f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']}"
+        f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']} "
+        f"--precision {exp(wildcards).get('precision', 'bf16')}"
     )
 
 

@@ -20,6 +20,7 @@ rule prepare_data:
     params:
         options=lambda wc: shlex.quote(json.dumps(config["data"].get(wc.data, {}))),
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs prepare-data --dataset {wildcards.data} --root data/{wildcards.data} "
         "--data-options {params.options} --seed {params.seed} > {log} 2>&1"

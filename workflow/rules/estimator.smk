@@ -47,6 +47,7 @@ rule train_estimator:
         sigma_e=lambda wc: sigma_e(wc.experiment),
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
         "--model-options {params.options} {params.weights} --sigma-e {params.sigma_e} "

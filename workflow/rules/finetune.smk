@@ -25,11 +25,14 @@ rule route_training_set:
         sigma_e=lambda wc: sigma_e(wc.experiment),
         n=lambda wc: exp(wc)["finetune"]["n_route"],
         batch_size=lambda wc: exp(wc)["batch_size"],
+        precision=lambda wc: exp(wc).get("precision", "bf16"),
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs route {params.data} --estimator {input.estimator} --sigma-e {params.sigma_e} "
-        "--n {params.n} --batch-size {params.batch_size} {params.denoiser} --seed {params.seed} "
+        "--n {params.n} --batch-size {params.batch_size} --precision {params.precision} "
+        "{params.denoiser} --seed {params.seed} "
         "--threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -61,6 +64,7 @@ rule finetune_classifier:
         denoiser=denoiser_arg,
         seed=config["seed"],
         sigma=lambda wc: f"--sigma {wc.sigma}",
+        code=code("tasks"),
     shell:
         "dualrs finetune {params.data} --classifier {input.classifier} {params.sigma} "
         "--routes {input.routes} {params.optim} {params.denoiser} --seed {params.seed} "
@@ -88,3 +92,4 @@ use rule finetune_classifier as finetune_shared_classifier with:
         denoiser=denoiser_arg,
         seed=config["seed"],
         sigma="",
+        code=code("tasks"),

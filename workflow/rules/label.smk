@@ -29,6 +29,7 @@ rule label:
         alpha=lambda wc: exp(wc)["label"]["alpha"],
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs label {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
@@ -56,5 +57,7 @@ rule merge_shards:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code("tables"),
     shell:
         "dualrs merge {input} --out {output} > {log} 2>&1"

@@ -25,6 +25,7 @@ rule train_classifier:
         options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
         optim=lambda wc: optim_args(exp(wc)["classifier"]["train"]),
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs train-classifier {params.data} --arch {params.arch} --model-options {params.options} "
         "--sigma {wildcards.sigma} {params.optim} --seed {params.seed} --threads {threads} "
@@ -64,6 +65,7 @@ rule fetch_pretrained:
         data=data_args,
         arch=lambda wc: exp(wc)["classifier"]["arch"],
         options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
+        code=code("tasks"),
     shell:
         "dualrs fetch-pretrained {params.data} --arch {params.arch} --model-options {params.options} "
         "--weights {input.weights} --out {output.model} > {log} 2>&1"
@@ -89,6 +91,7 @@ rule train_denoiser:
         data=data_args,
         train=lambda wc: exp(wc)["denoiser"]["train"],
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs train-denoiser {params.data} --steps {params.train[steps]} "
         "--batch-size {params.train[batch_size]} --lr {params.train[lr]} --seed {params.seed} "

@@ -73,6 +73,7 @@ rule report:
             for flag, name, path in report_rows(wc.experiment)
         ),
         radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),
+        code=code("report"),
     shell:
         "dualrs report {params.global_args} {params.row_args} --radii {params.radii} "
         "--title {wildcards.experiment} --table {output.table} --figures {output.figures} "

@@ -32,6 +32,7 @@ rule certify_expert:
             f"--denoiser {input.denoiser}" if "denoiser" in input.keys() else ""
         ),
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs {params.command} {params.data} --classifier {input.classifier} --sigma {params.sigma} "
         "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} --threads {threads} "
@@ -78,6 +79,7 @@ rule train_router:
         sigma_e=lambda wc: sigma_e(wc.experiment),
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
         "--model-options {params.options} --sigma-e {params.sigma_e} "
@@ -120,6 +122,7 @@ rule certify_router:
         levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
         denoiser=denoiser_arg,
         seed=config["seed"],
+        code=code("tasks"),
     shell:
         "dualrs certify-router {params.data} --router {input.router} {params.experts} "
         "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "

@@ -1,0 +1,79 @@
+# The code a rule's command runs, as a param (`code=`): Snakemake reruns a job whose params changed, so
+# editing a dualrs module reruns the jobs whose command imports it, as DVC reruns the stages that depend
+# on the module's file (dvc.yaml lists the same files: code_files of every entry below).
+import ast
+import hashlib
+from functools import cache
+from pathlib import Path
+
+PACKAGE = Path(workflow.basedir) / "dualrs"
+# Modules every command loads: the package and the command-line dispatcher.
+ENTRY_MODULES = ("__init__", "cli")
+# What each dualrs command runs: models, datasets and checkpoints (tasks); merge (tables); report.
+COMMAND_MODULES = ("tasks", "tables", "report")
+
+
+@cache
+def syntax_tree(path):
+    return ast.parse(path.read_text(), str(path))
+
+
+def imported_modules(path, top_level_only):
+    """Names of the dualrs modules ``path`` imports (only module-level statements with ``top_level_only``)."""
+    tree = syntax_tree(path)
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module == "dualrs":
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "dualrs."
+        ):
+            names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {
+                a.name.split(".")[1] for a in node.names if a.name.startswith("dualrs.")
+            }
+    return {name for name in names if (PACKAGE / f"{name}.py").is_file()}
+
+
+def data_files(path):
+    """Files of the package that ``path`` names in a string (e.g. published_numbers.yaml)."""
+    return {
+        PACKAGE / node.value
+        for node in ast.walk(syntax_tree(path))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and "/" not in node.value
+        and node.value.endswith((".yaml", ".json", ".csv"))
+        and (PACKAGE / node.value).is_file()
+    }
+
+
+@cache
+def code_files(module):
+    """The files a command that runs ``module`` loads: the entry modules (cli.py's module-level imports
+    only: its functions import what one command needs) and ``module`` with every dualrs module it
+    imports, anywhere in its files, and the data files they name; sorted paths relative to the package.
+    """
+    files, seen = set(), set()
+    pending = [(name, True) for name in ENTRY_MODULES] + [(module, False)]
+    while pending:
+        name, top_level_only = pending.pop()
+        if (name, top_level_only) in seen:
+            continue
+        seen.add((name, top_level_only))
+        path = PACKAGE / f"{name}.py"
+        files |= {path, *data_files(path)}
+        pending += [(dep, False) for dep in imported_modules(path, top_level_only)]
+    return tuple(sorted(str(path.relative_to(PACKAGE)) for path in files))
+
+
+@cache
+def code(module):
+    """SHA-256 over (path, SHA-256 of the content) of code_files(module), in path order."""
+    digest = hashlib.sha256()
+    for name in code_files(module):
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256((PACKAGE / name).read_bytes()).digest())
+    return digest.hexdigest()
