@@ -15,6 +15,8 @@
 # SLURM_CONF included. `up` refuses to run where /etc/slurm/slurm.conf already exists.
 # The node has this machine's CPUs and memory and LOCAL_SLURM_GPUS (default 2) GPUs whose device
 # files stand in for /dev/nvidia*: jobs may request --gpus and get CUDA_VISIBLE_DEVICES, no device.
+# Two partitions hold the node: local_gpu (the default) and local_cpu, for the profile's GPU and
+# CPU partitions.
 # Ports: LOCAL_SLURM_PORT (slurmctld, default 16817) and the next one (slurmd).
 set -euo pipefail
 
@@ -85,7 +87,8 @@ MinJobAge=86400
 SchedulerType=sched/backfill
 GresTypes=gpu
 NodeName=$node NodeAddr=127.0.0.1 $hardware Gres=gpu:$gpus State=UNKNOWN
-PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP
+PartitionName=local_gpu Nodes=$node Default=YES MaxTime=INFINITE State=UP
+PartitionName=local_cpu Nodes=$node MaxTime=INFINITE State=UP
 EOF
     if ((gpus > 0)); then
         echo "Name=gpu File=$dir/dev/gpu[0-$((gpus - 1))]" >"$dir/gres.conf"
@@ -114,7 +117,7 @@ wait_for() {
 
 node_ready() {
     local state
-    state=$(sinfo --noheader --format=%t)
+    state=$(sinfo --noheader --format=%t | head -n 1) # one line per partition, the same node
     [[ $state == idle* || $state == mix* || $state == alloc* ]]
 }
 

@@ -1,17 +1,24 @@
 """The execution profiles: every key is a Snakemake option, both dry-run in a copy of the repository, and the
-Slurm profile sends GPU jobs and CPU jobs to different partitions with threads matching the CPUs it asks for."""
+Slurm profile sends GPU jobs and CPU jobs to different partitions (the plugin's choice from its partitions.yaml)
+with threads matching the CPUs it asks for."""
+import logging
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from snakemake.cli import get_argument_parser
+from snakemake_executor_plugin_slurm import Executor
+from snakemake_executor_plugin_slurm.partitions import Partition, read_partition_file
+from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+from snakemake_executor_plugin_slurm.utils import set_gres_string
 
-from dualrs.cli import HOST_COMMANDS
-from test_slurm import command_of, local_rules, rule_definitions
+from test_slurm import local_rules
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = ("default", "slurm")
@@ -21,6 +28,32 @@ MODEL_DIRS = ("cifar10/improved_diffusion_50M", "imagenet/guided_diffusion_256_u
 
 def profile(name: str) -> dict:
     return yaml.safe_load((REPO / "profiles" / name / "config.yaml").read_text())
+
+
+def partitions_file() -> Path:
+    """The file profiles/slurm names in slurm-partition-config, found in the profile's folder as Snakemake finds it."""
+    return REPO / "profiles" / "slurm" / profile("slurm")["slurm-partition-config"]
+
+
+class JobResources(dict):
+    """A job's resources as the plugin reads them: ``get`` and attribute access."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(name) from error
+
+
+def sbatch_call(rule: str, resources: dict[str, str], threads: int, partitions: list[Partition]) -> list[str]:
+    """The sbatch command line snakemake-executor-plugin-slurm builds for a job (its partition choice included)."""
+    job = SimpleNamespace(name=rule, threads=threads, resources=JobResources(
+        {key: int(value) if value.isdigit() else value for key, value in resources.items()}))
+    executor = SimpleNamespace(_partitions=partitions, _fallback_partition="<no partition fits>",
+                               logger=logging.getLogger(__name__))
+    params = {"run_uuid": "run", "slurm_logfile": "slurm.log", "comment_str": f"rule_{rule}", "account": "",
+              "partition": Executor.get_partition_arg(executor, job), "workdir": None}
+    return shlex.split(get_submit_command(job, params) + set_gres_string(job))
 
 
 @pytest.fixture(scope="module")
@@ -70,29 +103,42 @@ def test_profile_dry_runs_the_default_targets(repo_copy, name):
     assert "rule train_classifier:" in output
 
 
-def test_slurm_profile_sends_gpu_and_cpu_jobs_to_their_partitions(repo_copy):
-    slurm = profile("slurm")
-    assert slurm["retries"] >= 1
-    output = dry_run(repo_copy, "--workflow-profile", "profiles/slurm", "results/tables/cifar10.csv")
-    partitions = {"gpu": set(), "cpu": set()}
+def test_slurm_jobs_go_to_the_partition_of_their_kind(repo_copy):
+    """The plugin's sbatch call of every job: GPU jobs (cifar10) on the GPU partition with their GPUs and one CPU
+    per torch thread, CPU-only jobs (fetch_pretrained; digits, whose model jobs have gpu: 0) on the CPU one."""
+    assert profile("slurm")["retries"] >= 1
+    partitions = read_partition_file(partitions_file())
+    gpu_partition, cpu_partition = ({p.name for p in partitions if (p.limits.max_gpu > 0) == gpu} for gpu in (1, 0))
+    assert len(gpu_partition) == len(cpu_partition) == 1
+    output = dry_run(repo_copy, "--workflow-profile", "profiles/slurm", "results/tables/cifar10.csv",
+                     "results/tables/digits.csv")
+    rules = {"gpu": set(), "cpu": set()}
     for name, resources, threads in jobs(output):
         if name in local_rules():
             continue
-        kind = "gpu" if int(resources.get("gpu", 0)) else "cpu"
-        partitions[kind].add(resources["slurm_partition"])
-        if kind == "gpu":
-            assert int(resources["cpus_per_gpu"]) == threads, name  # torch threads = CPUs granted per GPU
-    assert partitions["gpu"] == {slurm["default-resources"]["slurm_partition"]}
-    assert partitions["cpu"] == {slurm["set-resources"]["fetch_pretrained"]["slurm_partition"]}
-    assert partitions["gpu"] != partitions["cpu"]
+        call = sbatch_call(name, resources, threads, partitions)
+        partition = call[call.index("-p") + 1]
+        gpus = int(resources.get("gpu", 0))
+        if gpus:
+            rules["gpu"].add(name)
+            assert {partition} == gpu_partition and f"--gpus={gpus}" in call, (name, call)
+            assert f"--cpus-per-gpu={threads}" in call, (name, call)  # one GPU per job: CPUs granted = torch threads
+        else:
+            rules["cpu"].add(name)
+            assert {partition} == cpu_partition and f"--cpus-per-task={threads}" in call, (name, call)
+            assert not [option for option in call if option.startswith("--gpus")], (name, call)
+    assert {"label", "certify_global", "certify_dual"} <= rules["gpu"] & rules["cpu"]
+    assert "fetch_pretrained" in rules["cpu"]
 
 
-def test_every_cpu_only_job_has_a_cpu_partition():
-    """Rules that run a host command outside this process (not localrules) override the GPU partition."""
+def test_slurm_profile_leaves_the_partition_to_the_partitions_file():
+    """No slurm_partition in the profile (it would override the choice); the partitions file lies in the profile's
+    folder, and its partitions declare the same limits apart from GPUs, so that CPU-only jobs rank the CPU one first."""
     slurm = profile("slurm")
-    cpu_partition = slurm["set-resources"]["fetch_pretrained"]["slurm_partition"]
-    cpu_rules = {name for name, body in rule_definitions().items()
-                 if "shell:" in body and command_of(body) in HOST_COMMANDS} - local_rules()
-    assert cpu_rules
-    assert {name: slurm["set-resources"].get(name, {}).get("slurm_partition") for name in cpu_rules} == \
-        dict.fromkeys(cpu_rules, cpu_partition)
+    resources = [slurm.get("default-resources", {}), *slurm.get("set-resources", {}).values()]
+    assert not [entry for entry in resources if "slurm_partition" in entry]
+    assert partitions_file().parent == REPO / "profiles" / "slurm" and partitions_file().is_file()
+    gpu_limits = {"max_gpu", "available_gpu_models", "max_cpus_per_gpu"}
+    limits = [{key: value for key, value in vars(p.limits).items() if key not in gpu_limits}
+              for p in read_partition_file(partitions_file())]
+    assert len(limits) == 2 and limits[0] == limits[1]

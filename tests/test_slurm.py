@@ -70,11 +70,12 @@ def test_slurm_profile_submits_the_paper_jobs_with_their_resources(tmp_path):
     jobs = {}
     for name, line in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.MULTILINE):
         jobs.setdefault(name, []).append(dict(item.split("=", 1) for item in line.split(", ")))
-    gpu_job = {"gpu": "1", "cpus_per_gpu": "1", "mem_mb": "32000", "runtime": "1440", "slurm_partition": "gpu"}
+    gpu_job = {"gpu": "1", "cpus_per_gpu": "1", "mem_mb": "32000", "runtime": "1440"}
     for name in ("label", "train_estimator", "certify_global", "certify_dual"):
         assert jobs[name] and all({key: job.get(key) for key in gpu_job} == gpu_job for job in jobs[name]), name
-    assert jobs["fetch_pretrained"] and all(job["slurm_partition"] == "cpu" and "gpu" not in job
-                                            for job in jobs["fetch_pretrained"])
+    assert jobs["fetch_pretrained"] and all("gpu" not in job for job in jobs["fetch_pretrained"])
+    # the partition is the plugin's choice from profiles/slurm/partitions.yaml, by the gpu resource
+    assert not [job for found in jobs.values() for job in found if "slurm_partition" in job]
 
 
 def tiny_only(path: Path) -> Path:
@@ -86,17 +87,24 @@ def tiny_only(path: Path) -> Path:
     return path
 
 
+LOCAL_PARTITIONS = {"gpu": "local_gpu", "cpu": "local_cpu"}  # scripts/local_slurm.sh's
+
+
 def local_profile(folder: Path) -> Path:
-    """profiles/slurm on the local cluster: its partition, one CPU per GPU, squeue and quick status checks."""
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    for resources in [profile["default-resources"], *profile.get("set-resources", {}).values()]:
-        if "slurm_partition" in resources:
-            resources["slurm_partition"] = "local"
+    """profiles/slurm on the local cluster: its partitions.yaml with the entries renamed to the cluster's
+    partitions (as profiles/README.md says), one CPU per GPU, squeue and quick status checks."""
+    source = REPO / "profiles" / "slurm"
+    profile = yaml.safe_load((source / "config.yaml").read_text())
+    partitions = yaml.safe_load((source / profile["slurm-partition-config"]).read_text())["partitions"]
+    renamed = {LOCAL_PARTITIONS["gpu" if limits.get("max_gpu", 0) > 0 else "cpu"]: limits
+               for limits in partitions.values()}
+    assert set(renamed) == set(LOCAL_PARTITIONS.values())
     profile["default-resources"]["cpus_per_gpu"] = 1
-    profile.update({"slurm-init-seconds-before-status-checks": 2, "seconds-between-status-checks": 2,
-                    "latency-wait": 5})
+    profile.update({"slurm-partition-config": "partitions.yaml", "slurm-init-seconds-before-status-checks": 2,
+                    "seconds-between-status-checks": 2, "latency-wait": 5})
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    (folder / "partitions.yaml").write_text(yaml.safe_dump({"partitions": renamed}))
     return folder
 
 
@@ -104,8 +112,8 @@ def launch(workdir: Path, *args: str, cluster: Path | None = None) -> subprocess
     """Snakemake on the tiny target in ``workdir`` (through a local Slurm cluster when ``cluster`` is given);
     its output goes to ``workdir``/run.log."""
     command = [sys.executable, "-m", "snakemake", TARGET, "--snakefile", str(REPO / "Snakefile"), *args]
-    if cluster is not None:  # afterwards, list the jobs Slurm ran: comment (rule_<name>...), state, GPUs
-        jobs = "squeue --states=all --noheader --Format=Comment:200,State:20,tres-per-job:40"
+    if cluster is not None:  # afterwards, list the jobs Slurm ran: comment (rule_<name>...), state, GPUs, partition
+        jobs = "squeue --states=all --noheader --Format=Comment:200,State:20,tres-per-job:40,Partition:20"
         command = [str(SCRIPT), "run", str(cluster), "bash", "-c", f'"$@" && {jobs}', "bash", *command]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     with open(workdir / "run.log", "w") as log:
@@ -157,8 +165,10 @@ def test_tiny_experiment_through_slurm_equals_a_local_run(tmp_path, cluster_dir)
     local_run = launch(local, "--cores", "2", "--resources", "gpu=2", "--configfile", str(config))
     try:
         started = time.monotonic()
+        # certify_dual without GPU: a CPU-only job, as the model jobs of an experiment with gpu: 0
         slurm_run = launch(on_slurm, "--workflow-profile", str(local_profile(tmp_path / "profile")),
-                           "--slurm-status-command", "squeue", "--configfile", str(config), cluster=cluster_dir)
+                           "--set-resources", "certify_dual:gpu=0", "--slurm-status-command", "squeue",
+                           "--configfile", str(config), cluster=cluster_dir)
         log = finish(slurm_run, on_slurm)
         print(f"Slurm run: {time.monotonic() - started:.0f} s (cluster start and stop included)")
         print("\n".join(line for line in log.splitlines() if "SLURM" in line or "localrule" in line)[:3000])
@@ -172,12 +182,14 @@ def test_tiny_experiment_through_slurm_equals_a_local_run(tmp_path, cluster_dir)
     submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
     slurm_jobs = [line.split() for line in log.splitlines() if line.startswith("rule_")]
     assert len(slurm_jobs) == len(submitted) > 0
-    rules = {comment.split("_wildcards_")[0] for comment, _, _ in slurm_jobs}
+    rules = {comment.split("_wildcards_")[0] for comment, _, _, _ in slurm_jobs}
     assert {"rule_train_classifier", "rule_label", "rule_certify_global", "rule_certify_dual"} <= rules
     assert not rules & {"rule_prepare_data", "rule_merge_shards", "rule_report"}  # localrules ran here
     assert "localrule merge_shards" in log and "localrule report" in log
-    assert all(state == "COMPLETED" for _, state, _ in slurm_jobs)
-    assert all(gpus == "gres:gpu:1" for _, _, gpus in slurm_jobs)  # every model job got a GPU from Slurm
+    assert all(state == "COMPLETED" for _, state, _, _ in slurm_jobs)
+    for comment, _, gpus, partition in slurm_jobs:  # GPU jobs got a GPU on the GPU partition, CPU jobs none
+        cpu_job = comment.startswith("rule_certify_dual_wildcards_")
+        assert (gpus, partition) == (("N/A", "local_cpu") if cpu_job else ("gres:gpu:1", "local_gpu")), comment
 
     expected, actual = certificates(local), certificates(on_slurm)
     assert set(expected) >= {"global/sigma0.25.tsv", "global/sigma0.5.tsv", "dual/it0.tsv", "dual/finetuned_it1.tsv"}
