@@ -234,9 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--classifier", type=existing_file, required=True, help="classifier checkpoint")
         sub.add_argument("--sigma", type=noise_level, required=True, help="noise level sigma")
         sub.add_argument("--alpha", type=level, required=True, help="failure probability of the classifier's bound")
+        if name == "label":
+            sub.add_argument("--radius-precision", type=positive_float, default=None, metavar="R",
+                             help="sequential sampling: stop once the label radius is settled to within this "
+                                  "precision, drawing at most --n (default: none, fixed-n CERTIFY as in the paper)")
         sub.add_argument("--out", type=Path, required=True, help="file to write")
         sub.set_defaults(run=lambda a, split=split: _tasks().certify_smoothed(
-            _data(a), split, a.classifier, a.sigma, a.denoiser, _sampling(a), a.alpha, a.out, a.device))
+            _data(a), split, a.classifier, a.sigma, a.denoiser, _sampling(a), a.alpha, a.out, a.device,
+            getattr(a, "radius_precision", None)))
 
     sub = command("certify-dual", "dual RS on the test split (Theorem 4.2)", sampling=True, denoiser=True)
     sub.add_argument("--estimator", type=existing_file, required=True, help="estimator checkpoint")

@@ -414,6 +414,9 @@ def experiment_problems(config: Mapping[str, Any], name: str) -> list[str]:
             f"config: {where}.certify: alpha + beta = {certify['alpha'] + certify['beta']:g} must lie below 0.5: "
             "the dual certificate fails with probability up to alpha + beta, and the cascade baseline spends "
             "alpha + beta in one bound, which certifies nothing at 0.5 or more")
+    if "radius_precision" in certify:
+        problems.append(f"config: {where}.certify.radius_precision applies to labels only: test samples are "
+                        "certified with the fixed n (sequential sampling of dual RS is certify.adaptive)")
     problems += _sigma_problems(name, cfg) + _experiment_arch_problems(name, cfg)
     problems += _optim_problems(classifier.get("train"), f"{where}.classifier.train")
     problems += _optim_problems(cfg["estimator"]["train"], f"{where}.estimator.train")

@@ -23,8 +23,8 @@ from dualrs.cascade import CascadeSmooth, Variant
 from dualrs.dual import DualSmooth
 from dualrs.fingerprint import path_digest, sample_files_digest
 from dualrs.io import load_checkpoint, save_checkpoint
-from dualrs.labels import (RadiusWeight, class_balance_weights, hard_labels, informative_rows, label_summary,
-                           radius_matrix, radius_weights, soft_labels, training_subset)
+from dualrs.labels import (RadiusWeight, adaptive_label, class_balance_weights, hard_labels, informative_rows,
+                           label_summary, radius_matrix, radius_weights, soft_labels, training_subset)
 from dualrs.models import Autocast, check_finite_weights, checkpoint_kwargs, create_model
 from dualrs.progress import progress
 from dualrs.router import Expert, Router
@@ -153,10 +153,15 @@ def train_classifier_model(
 
 def certify_smoothed(
     data: DataRef, split: str, classifier: Path, sigma: float, denoiser: Path | None, sampling: Sampling,
-    alpha: float, out: Path, device: str,
+    alpha: float, out: Path, device: str, radius_precision: float | None = None,
 ) -> None:
     """Standard RS at one σ over a split: on ``train`` the estimator's labels TSV
-    (idx label predict count pA_lower radius correct), on ``test`` Cohen's columns."""
+    (idx label predict count pA_lower radius correct), on ``test`` Cohen's columns.
+
+    ``radius_precision`` (labels only; None: the paper's fixed-n CERTIFY, Sec. 5.1): each label from
+    :func:`dualrs.labels.adaptive_label`, see :func:`smoothed_row`."""
+    if radius_precision is not None and split != "train":
+        raise ValueError(f"radius_precision applies to labels (split train), not to split {split!r}")
     device = resolve_device(device)
     model, meta = load_checkpoint(classifier, device)
     info = data.info()
@@ -164,18 +169,26 @@ def certify_smoothed(
     smooth = Smooth(Denoisers(denoiser, device, sampling.precision).wrap(model, sigma), meta["num_classes"], sigma)
     stage, columns = ("label", LABEL_COLUMNS) if split == "train" else ("certify", GLOBAL_COLUMNS)
     dataset = data.split(split)
-    certify_split(dataset, sampling, stage, smoothed_row(smooth, sampling, alpha), out, columns, device,
-                  {"data": data_settings(data, dataset), "classifier": file_digest(classifier), "sigma": sigma,
-                   "alpha": alpha, "denoiser": optional_digest(denoiser)})
+    certify_split(dataset, sampling, stage, smoothed_row(smooth, sampling, alpha, radius_precision), out, columns,
+                  device, {"data": data_settings(data, dataset), "classifier": file_digest(classifier), "sigma": sigma,
+                           "alpha": alpha, "denoiser": optional_digest(denoiser), "radius_precision": radius_precision})
 
 
 def smoothed_row(
-    smooth: Smooth, sampling: Sampling, alpha: float,
+    smooth: Smooth, sampling: Sampling, alpha: float, radius_precision: float | None = None,
 ) -> Callable[[torch.Tensor, torch.Generator], dict[str, Any]]:
-    """CERTIFY's row for one input: predict count pA_lower radius."""
+    """CERTIFY's row for one input: predict count pA_lower radius.
+
+    With ``radius_precision`` the row is :func:`dualrs.labels.adaptive_label`'s (at most n draws, the
+    radius settled to within the precision); its ``count`` is then the votes for the guess among the
+    draws of the look whose bound is kept, which may be fewer than n, not among n."""
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-        bound = smooth.certify_bound(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
+        if radius_precision is None:
+            bound = smooth.certify_bound(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
+        else:
+            bound = adaptive_label(smooth, x, sampling.n0, sampling.n, alpha, radius_precision, sampling.batch_size,
+                                   generator)
         return {"predict": bound.prediction, "count": bound.count, "pA_lower": bound.p_lower, "radius": bound.radius}
 
     return row

@@ -309,11 +309,14 @@ def num_shards(name, stage):
 
 def sampling_flags(wildcards, settings, n=None):
     """CLI Monte Carlo flags of a sampling block (n0, n, every, shards; ``n`` overrides its n), this
-    job's shard and the experiment's inference precision."""
+    job's shard and the experiment's inference precision; --radius-precision where the block sets
+    radius_precision (label blocks only: config_checks refuses it in certify)."""
+    precision = settings.get("radius_precision")
+    adaptive = "" if precision is None else f" --radius-precision {precision}"
     return (
         f"--n0 {settings['n0']} --n {n or settings['n']} --batch-size {exp(wildcards)['batch_size']} "
         f"--every {settings['every']} --shard {wildcards.shard} --num-shards {settings['shards']} "
-        f"--precision {exp(wildcards).get('precision', 'bf16')}"
+        f"--precision {exp(wildcards).get('precision', 'bf16')}{adaptive}"
     )
 
 
