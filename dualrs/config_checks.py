@@ -478,6 +478,6 @@ def config_warnings(config: Mapping[str, Any]) -> list[str]:
                                 "round whose estimator could be retrained)")
         for key, block in (("label", cfg["label"]), ("router.label", cfg.get("router", {}).get("label"))):
             if block and block.get("adaptive"):
-                warnings.append(f"config: {where}.{key}.adaptive is ignored: labels are certified with the fixed n "
-                                "(adaptive sampling applies to certify)")
+                warnings.append(f"config: {where}.{key}.adaptive is ignored: labels sample sequentially with "
+                                f"{key}.radius_precision (certify.adaptive is dual RS's sequential sampling)")
     return warnings

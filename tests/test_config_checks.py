@@ -288,8 +288,8 @@ def test_keys_without_effect_warn():
         "config: experiments.tiny.finetune is ignored with iterations: 1 (no finetuning round)",
         "config: experiments.tiny.retrain_estimator is ignored with iterations: 1 (no finetuning round whose "
         "estimator could be retrained)",
-        "config: experiments.tiny.label.adaptive is ignored: labels are certified with the fixed n (adaptive "
-        "sampling applies to certify)"]
+        "config: experiments.tiny.label.adaptive is ignored: labels sample sequentially with "
+        "label.radius_precision (certify.adaptive is dual RS's sequential sampling)"]
 
 
 def test_registry_archs_are_the_model_registry():
