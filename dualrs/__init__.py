@@ -6,7 +6,8 @@ without loading torch.
 from importlib import import_module
 
 _EXPORTS = {"ABSTAIN": "dualrs.smoothing", "Smooth": "dualrs.smoothing", "DualCertificate": "dualrs.dual",
-            "DualSmooth": "dualrs.dual", "certify_dataset": "dualrs.certify"}
+            "DualSmooth": "dualrs.dual", "Router": "dualrs.router", "RoutedSmooth": "dualrs.routed",
+            "certify_dataset": "dualrs.certify"}
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ from scipy.stats import norm
 
 from closed_form import ConstantClass, FixedDistribution, upper_tolerance
 from dualrs.router import Expert, Router
-from dualrs.smoothing import lower_confidence_bound
+from dualrs.smoothing import Smooth, lower_confidence_bound
 
 X = torch.zeros(4)
 
@@ -57,3 +57,48 @@ def test_coverage_rate_of_overstated_certificates_is_at_most_alpha_plus_beta():
     assert certified > trials // 2
     assert misses <= upper_tolerance(trials, alpha + beta)
     assert misses >= 1, "with 60 samples some bounds must fail; none failing means the check is vacuous"
+
+
+def test_router_then_expert_draw_in_turn_from_the_one_generator():
+    """Fixed n: the certificate is Smooth's CERTIFY of the router, then of the chosen expert, on one generator
+    (closed-form models; exact equality, so a change of noise streams fails)."""
+    experts = [Expert("low", 0.25, FixedDistribution([0.9, 0.1], 0.25)),
+               Expert("mid", 0.5, FixedDistribution([0.3, 0.7], 0.5))]
+    router = Router(FixedDistribution([0.2, 0.8], 0.5), experts, 0.5, num_classes=2)
+    for seed in range(5):
+        cert = router.certify(X, 10, 100, 0.05, 0.05, 32, torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        choice, r_route = Smooth(router.router.base_classifier, 2, 0.5).certify(X, 10, 100, 0.05, 32, generator)
+        assert choice == 1 and (cert.expert, cert.sigma, cert.r_sigma) == ("mid", 0.5, r_route)
+        prediction, r_c = Smooth(experts[1].model, 2, 0.5).certify(X, 10, 100, 0.05, 32, generator)
+        assert (cert.prediction, cert.r_c, cert.samples) == (prediction, r_c, 2 * (10 + 100))
+        assert cert.radius == (min(r_route, r_c) if prediction >= 0 else 0.0)
+
+
+def test_adaptive_routing_coverage_is_at_most_alpha_plus_beta_with_fewer_draws():
+    """Adaptive mode (Theorem 4.2 with anytime-valid bounds): over 1000 certifications on a fine radius grid,
+    the rate of a wrong expert or class, or a radius above the exact min(R_e, R_k), stays ≤ α + β, and the
+    draws stay below fixed n's 2(n0 + n)."""
+    sigma_e = 0.5
+    experts = [Expert("low", 0.25, FixedDistribution([0.9, 0.1], 0.25)),
+               Expert("mid", 0.5, FixedDistribution([0.8, 0.2], 0.5)),
+               Expert("high", 1.0, FixedDistribution([0.6, 0.4], 1.0))]
+    router = Router(FixedDistribution([0.15, 0.75, 0.10], sigma_e), experts, sigma_e, num_classes=2)
+    exact = min(sigma_e * norm.ppf(0.75), 0.5 * norm.ppf(0.8))
+    n0, n, alpha, beta, trials = 10, 100, 0.05, 0.05, 1000
+    grid = [0.02 * k for k in range(100)]
+    misses = certified = samples = 0
+    for seed in range(trials):
+        cert = router.certify(X, n0, n, alpha, beta, 128, torch.Generator().manual_seed(seed), adaptive=True,
+                              radii=grid)
+        samples += cert.samples
+        if cert.prediction >= 0:
+            certified += 1
+            assert cert.radius == min(cert.r_sigma, cert.r_c)
+            misses += cert.prediction != 0 or cert.expert != "mid" or cert.radius > exact + 1e-12
+        else:
+            assert cert.radius == 0.0
+    assert certified > trials // 2
+    assert misses <= upper_tolerance(trials, alpha + beta)
+    assert misses >= 1, "with 100 samples some bounds must fail; none failing means the check is vacuous"
+    assert samples < trials * 2 * (n0 + n)
