@@ -344,13 +344,14 @@ def _sigma_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _optim_problems(settings: Mapping[str, Any] | None, key: str) -> list[str]:
-    """Milestones at or after the last epoch never decay the learning rate."""
+def _late_milestones(settings: Mapping[str, Any] | None, key: str) -> list[str]:
+    """Milestones at or after the last epoch never decay the learning rate (an overlay that shortens
+    training, as config/quick.yaml does, cannot delete them: a warning, not an error)."""
     if not settings:
         return []
     late = [m for m in settings.get("milestones", []) if m >= settings["epochs"]]
     return [f"config: {key}.milestones {late} lie at or after epochs = {settings['epochs']}: the learning rate "
-            "would never decay there; use milestones below epochs"] if late else []
+            "never decays there"] if late else []
 
 
 def _ablation_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
@@ -418,8 +419,6 @@ def experiment_problems(config: Mapping[str, Any], name: str) -> list[str]:
         problems.append(f"config: {where}.certify.radius_precision applies to labels only: test samples are "
                         "certified with the fixed n (sequential sampling of dual RS is certify.adaptive)")
     problems += _sigma_problems(name, cfg) + _experiment_arch_problems(name, cfg)
-    problems += _optim_problems(classifier.get("train"), f"{where}.classifier.train")
-    problems += _optim_problems(cfg["estimator"]["train"], f"{where}.estimator.train")
     names = [expert["name"] for expert in cfg.get("router", {}).get("experts", [])]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -467,6 +466,8 @@ def config_warnings(config: Mapping[str, Any]) -> list[str]:
     warnings = []
     for name, cfg in config["experiments"].items():
         where = f"experiments.{name}"
+        warnings += _late_milestones(cfg["classifier"].get("train"), f"{where}.classifier.train")
+        warnings += _late_milestones(cfg["estimator"]["train"], f"{where}.estimator.train")
         if cfg["classifier"]["weights"] is not None and "train" in cfg["classifier"]:
             warnings.append(f"config: {where}.classifier.train is ignored: classifier.weights is an off-the-shelf "
                             "classifier, not trained here")

@@ -238,8 +238,6 @@ def test_a_digits_split_too_small_to_stratify_is_refused(fraction, split, size):
     ({"classifier__arch": "resnet18"}, "experiments.tiny.classifier.arch: unknown architecture 'resnet18'"),
     ({"estimator__arch": "timm/"}, "experiments.tiny.estimator.arch: 'timm/' names no model"),
     ({"estimator__arch": "hf/ViTForImageClassification"}, "set experiments.tiny.estimator.weights"),
-    ({"estimator__train": {"epochs": 10, "batch_size": 8, "lr": 0.1, "milestones": [5, 10]}},
-     "experiments.tiny.estimator.train.milestones [10] lie at or after epochs = 10"),
     ({"iterations": 2}, "experiments.tiny.iterations is 2, which needs a `finetune` block"),
     ({"data": "cifar10", "data_options": {"resolution": 16}}, "data_options.resolution is an option of digits"),
 ])
@@ -330,3 +328,10 @@ def test_number_spelling_is_exact_or_refused():
     assert number_spelling(0.0005) == "0.0005" and number_spelling(1e-5) == "1e-05"
     with pytest.raises(ValueError, match="at most 6 significant digits"):
         number_spelling(0.1000000001)
+
+
+def test_milestones_past_the_last_epoch_warn_without_stopping_a_shortened_run():
+    cfg = config(estimator__train={"epochs": 10, "batch_size": 8, "lr": 0.1, "milestones": [5, 10]})
+    assert config_problems(cfg) == []
+    assert config_warnings(cfg) == ["config: experiments.tiny.estimator.train.milestones [10] lie at or after "
+                                    "epochs = 10: the learning rate never decays there"]
