@@ -96,10 +96,8 @@ def git(cwd: Path, *args: str) -> str:
     return run(cwd, "git", "-c", "user.name=dualrs", "-c", "user.email=dualrs@localhost", *args)
 
 
-@pytest.fixture
-def project(tmp_path):
-    """A git repository holding this project's DVC setup, and an environment whose `snakemake` is the stand-in."""
-    root = tmp_path / "project"
+def committed_copy(root: Path) -> Path:
+    """This project's DVC setup (the TRACKED files) copied to ``root`` and committed in a new git repository."""
     for name in TRACKED:
         source, target = REPO / name, root / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +108,13 @@ def project(tmp_path):
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "project")
+    return root
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A git repository holding this project's DVC setup, and an environment whose `snakemake` is the stand-in."""
+    root = committed_copy(tmp_path / "project")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "snakemake").write_text(STAND_IN)
@@ -309,17 +314,7 @@ def test_exp_run_set_param_reaches_snakemake_without_rewriting_the_config(projec
 def pipeline_project(tmp_path):
     """The DVC project with real Snakemake runs of the digits DAGs, their `dualrs` commands stand-ins: after
     `dvc repro`, DVC and Snakemake both hold everything up to date."""
-    root = tmp_path / "project"
-    for name in TRACKED:
-        source, target = REPO / name, root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, target)
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "project")
+    root = committed_copy(tmp_path / "project")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "dualrs").write_text(FAKE_DUALRS)
