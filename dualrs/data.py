@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from dualrs.tables import atomic_file
@@ -117,6 +115,9 @@ def _digits_info(opts: DigitsOptions) -> DatasetInfo:
 
 def _prepare_digits(root: Path, seed: int, opts: DigitsOptions) -> None:
     """Write a seeded, stratified split to ``train.npz`` and ``test.npz``."""
+    from sklearn.datasets import load_digits  # imported here: scikit-learn costs every other job 0.6 s
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     y = digits.target.astype(np.int64)

@@ -94,11 +94,17 @@ class Smooth:
         self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
         generator: torch.Generator | None = None,
     ) -> tuple[int, float]:
-        """CERTIFY: guess A from n0 samples, lower-bound p_A from n fresh ones at level α.
+        """CERTIFY of Cohen et al. (2019), Sec. 3.2::
 
-        Returns (A, σ·Φ⁻¹(p_A_lower)), or (-1, 0.0) when p_A_lower < ½.
+            counts0 ← SAMPLEUNDERNOISE(f, x, n0, σ);  ĉ_A ← top index in counts0
+            counts ← SAMPLEUNDERNOISE(f, x, n, σ)
+            p_A ← LOWERCONFBOUND(counts[ĉ_A], n, 1 − α)   (one-sided Clopper–Pearson)
+            if p_A > ½: return (ĉ_A, σ·Φ⁻¹(p_A))  else: return ABSTAIN = (-1, 0.0)
+
+        Guarantee (Cohen et al., Theorem 1 and Prop. 2): with probability at least 1 − α over the
+        noise, a returned (ĉ_A, R) has g(x + ε) = ĉ_A for every ‖ε‖₂ < R; the selection draws are
+        not reused for the estimate, so ĉ_A is independent of ``counts``.
         """
-        check_input(x)
         bound = self.certify_bound(x, n0, n, alpha, batch_size, generator)
         return bound.prediction, bound.radius
 
@@ -107,6 +113,7 @@ class Smooth:
         generator: torch.Generator | None = None,
     ) -> CertifyBound:
         """:meth:`certify` with its evidence: the guess, its count among n and p_A_lower."""
+        check_input(x)
         check_settings(n0=n0, n=n, alpha=alpha, batch_size=batch_size)
         warn_if_never_certifies(n, alpha)
         selection = self.vote(x, self.noise(x, n0, generator), n0, batch_size)

@@ -378,6 +378,8 @@ def test_smooth_refuses_bad_inputs_before_sampling(x, error, message):
     with pytest.raises(error, match=re.escape(message)):
         smooth.certify(x, 10, 100, 0.01, 50)
     with pytest.raises(error, match=re.escape(message)):
+        smooth.certify_bound(x, 10, 100, 0.01, 50)
+    with pytest.raises(error, match=re.escape(message)):
         smooth.predict(x, 100, 0.01, 50)
 
 

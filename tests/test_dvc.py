@@ -212,12 +212,13 @@ def test_params_yaml_lists_the_documented_keys_unset():
 
 
 def test_dvcignore_hides_exactly_the_modules_no_pipeline_command_imports(project):
-    """The `dualrs` dependency of the stages is the union of the files whose digest the rules carry."""
+    """The `dualrs` dependency of the stages is the union of the files whose digest the rules carry and
+    of the workflow's plan (dualrs/plan.py and what it imports: it writes the commands' arguments)."""
     from dvc.repo import Repo
 
     root, _ = project
     code = code_module(REPO)
-    pipeline = set().union(*(code.code_files(module) for module in code.COMMAND_MODULES))
+    pipeline = set().union(*(code.code_files(module) for module in (*code.COMMAND_MODULES, "plan")))
     ignore = Repo(str(root)).dvcignore
     visible = {p.name for p in (root / "dualrs").iterdir()
                if p.is_file() and not ignore.is_ignored_file(str(p))}
@@ -385,3 +386,26 @@ def test_the_prepared_data_is_the_prepare_stage_out_byte_for_byte(project):
     if (REPO / "dvc.lock").is_file():
         committed = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]["prepare@digits"]["outs"][0]
         assert committed["md5"] == lock["md5"]
+
+
+def test_the_committed_dvc_lock_records_this_commits_code_rules_and_params(tmp_path):
+    """dvc.lock is what `dvc repro` of this commit wrote: in a copy without the outputs (git holds none),
+    `dvc status` finds every code, rule and parameter dependency as recorded and only outputs missing.
+    After changing code, rules or config: `dvc repro`, then commit dvc.lock."""
+    root = committed_copy(tmp_path / "project")
+    shutil.copy2(REPO / "dvc.lock", root / "dvc.lock")
+    status = json.loads(dvc(root, "status", "--json", env={**os.environ, "DVC_NO_ANALYTICS": "1"}))
+    recorded = set(yaml.safe_load((REPO / "dvc.lock").read_text())["stages"])
+    expected = {f"{name}@{item}" for name, stage in stages().items() for item in stage.get("foreach", [])}
+    expected |= {name for name, stage in stages().items() if "foreach" not in stage}
+    assert recorded == expected, "dvc.lock lacks stages of dvc.yaml (or has removed ones): run `dvc repro`"
+    stale = {}
+    for name, changes in status.items():
+        for change in changes:
+            if not isinstance(change, dict):  # "changed command", "always changed"
+                stale[name] = change
+                continue
+            for kind, paths in change.items():
+                stale.update({f"{name}: {path}": state for path, state in paths.items()
+                              if kind not in ("changed deps", "changed outs") or state != "deleted"})
+    assert not stale, f"dvc.lock is stale (run `dvc repro` and commit dvc.lock): {stale}"

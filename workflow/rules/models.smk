@@ -80,6 +80,7 @@ rule train_denoiser:
         "logs/{experiment}/train_denoiser.log",
     benchmark:
         "logs/{experiment}/benchmark/train_denoiser.tsv"
+    priority: 10  # first on the critical path: every denoised-smoothing job waits for it
     conda:
         "../envs/dualrs.yaml"
     threads: 1

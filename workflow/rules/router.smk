@@ -15,6 +15,7 @@ rule certify_expert:
         "logs/{experiment}/benchmark/certify_expert/{split}/{expert}_shard{shard}.tsv"
     wildcard_constraints:
         split="labels|certify",
+    priority: 5  # a denoised-smoothing expert's labels are the longest job of the default DAG
     conda:
         "../envs/dualrs.yaml"
     threads: 1
