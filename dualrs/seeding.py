@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import zlib
 
 import numpy as np
@@ -32,13 +33,23 @@ def sample_generator(seed: int, stage: str, index: int, device: torch.device | s
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 
 
+def use_deterministic_kernels() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of
+    ``torch._inductor`` (1.3 s per job), which it loads only to make ``torch.compile`` deterministic
+    too: dualrs compiles nothing, and where inductor is already loaded the public call sets both."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+
+
 def deterministic(seed: int, threads: int | None = None) -> None:
     """Seed every global generator and restrict torch to deterministic kernels, for one job.
 
     Seeds Python's ``random``, NumPy's legacy global generator and torch on every device (an
     unseeded torch process starts from a random seed); makes torch pick deterministic kernels
-    (``torch.use_deterministic_algorithms``; an op that has none, such as the CUDA backward of
-    ``AdaptiveAvgPool2d``, warns in the job's log instead of stopping it), turns off cuDNN autotuning
+    (the kernel switch of ``torch.use_deterministic_algorithms``; an op that has none, such as the CUDA
+    backward of ``AdaptiveAvgPool2d``, warns in the job's log instead of stopping it), turns off cuDNN autotuning
     and sets ``CUBLAS_WORKSPACE_CONFIG`` unless it is set, as CUDA matmuls need before cuBLAS starts.
     With ``threads``, torch uses that many intra-op threads (a CPU reduction's order may depend on
     them) and, where the pool has not started yet, as many inter-op threads (these only schedule
@@ -48,7 +59,7 @@ def deterministic(seed: int, threads: int | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    use_deterministic_kernels()
     torch.backends.cudnn.benchmark = False
     if threads is not None:
         torch.set_num_threads(threads)

@@ -121,6 +121,19 @@ def test_deterministic_seeds_torch_and_restricts_it_to_deterministic_kernels():
         torch.set_num_threads(threads)
 
 
+def test_deterministic_kernels_in_warn_only_mode_without_loading_torch_compile():
+    """A job's setup switches the kernels as torch.use_deterministic_algorithms(True, warn_only=True)
+    does, without importing torch._inductor (seconds per job); a process that has loaded it gets the
+    public call, which also makes torch.compile deterministic."""
+    setup = "import sys, torch; from dualrs.seeding import deterministic; "
+    state = "torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()"
+    fresh = setup + f"deterministic(0, 1); print({state}, 'torch._inductor' in sys.modules)"
+    compiled = setup + f"import torch._inductor.config as c; deterministic(0, 1); print({state}, c.deterministic)"
+    for code, expected in ((fresh, "True True False"), (compiled, "True True True")):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert result.stdout.split() == expected.split(), (code, result.stdout, result.stderr[-2000:])
+
+
 @pytest.fixture
 def two_runs(tmp_path):
     """The tiny DDPM experiment run twice: every kind of training job (DDPM, classifier, estimator, routing and

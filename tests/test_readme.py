@@ -76,3 +76,27 @@ def test_the_readme_shows_how_to_convert_both_denoisers():
     from dualrs.convert import PRESETS
 
     assert presets == set(PRESETS)
+
+
+def test_the_paper_step_table_names_rules_commands_and_modules_that_exist():
+    """README's "paper step → rule → command → module" table: each rule is defined in the rule file it
+    names and runs one of the commands of its row; each command is a `dualrs` command; each module exists."""
+    from dualrs.cli import build_parser
+
+    text = (REPO / "README.md").read_text()
+    table = text.split("### The paper's steps in the workflow", 1)[1].split("\n\n")[1]
+    rows = [line.split(" | ")[1:] for line in table.splitlines()[2:]]
+    assert len(rows) >= 10
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    for rules_cell, commands_cell, modules_cell in rows:
+        named = set(re.findall(r"`([a-z-]+)`", commands_cell))
+        assert named and named <= commands, commands_cell
+        modules = re.findall(r"`([a-z_]+\.py)`", modules_cell)
+        assert all((REPO / "dualrs" / m).is_file() for m in modules), modules_cell
+        for rules, smk in re.findall(r"((?:`\w+`(?:, )?)+) \((\w+\.smk)\)", rules_cell):
+            source = (REPO / "workflow" / "rules" / smk).read_text()
+            for rule in re.findall(r"`(\w+)`", rules):
+                body = re.search(rf"^(?:rule {rule}\b|use rule \w+ as {rule}\b).*?(?=^(?:use )?rule |\Z)", source, flags=re.S | re.M)
+                assert body, f"{rule} is not defined in {smk}"
+                ran = set(re.findall(r"dualrs ([a-z-]+)", body.group(0)))
+                assert not ran or ran & named or "{params.command}" in body.group(0), (rule, ran, named)
