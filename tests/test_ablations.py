@@ -241,6 +241,7 @@ def test_an_estimators_own_target_setting_is_reused(workdir, estimator, ablation
     assert job_counts(out)["ablation_estimator"] == 1
 
 
+@pytest.mark.slow
 def test_paper_configs_list_every_ablation_job(workdir):
     counts = job_counts(snakemake(workdir, "ablations", "-n", "--cores", "2").stdout)
     # digits: lam 0, 40; hard; n=100 (relabelled, 3 sigmas); fractions 0.2, 0.5; two alpha/beta splits;

@@ -86,6 +86,7 @@ def stage_failures(p: float, sigma: float, level: float, n: int, trials: int, se
     return failures, float(np.mean(drawn))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [0.62, 0.9])
 def test_stage_bound_is_valid_at_its_stopping_time(p: float) -> None:
     """P[bound > p] ≤ a (binomial tolerance) at level 0.2 over 1500 stages that stop on a fine grid."""

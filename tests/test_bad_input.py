@@ -161,6 +161,7 @@ def test_whole_number_float_counts_reach_the_commands_as_integers(tmp_path):
     assert commands and all("--n 10000 --batch-size 64 --every 30 " in line for line in commands)
 
 
+@pytest.mark.slow
 def test_unknown_timm_model_is_refused_before_any_job(tmp_path):
     result = dry_run(tmp_path, TINY.replace("    estimator:\n      arch: digits_cnn",
                                             "    estimator:\n      arch: timm/resnet5O"))

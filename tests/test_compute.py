@@ -38,6 +38,7 @@ def test_the_cifar10_certification_counts_every_test_image_sigma_and_draw():
     assert all(s.flops > 0 for s in stages.values())
 
 
+@pytest.mark.slow
 def test_the_budget_script_prints_memory_and_hours_for_each_job(tmp_path):
     import subprocess
     import sys

@@ -41,6 +41,7 @@ def wait_for_rows(partial: Path, rows: int, process: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_a_second_writer_fails_at_once_and_the_first_finishes_the_whole_table(setup, tmp_path):
     """The first writer is held (SIGSTOP) with rows in its partial file while a second runs on the same
     ``--out``: the second exits with one error naming output and lock and touches nothing; the first

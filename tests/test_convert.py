@@ -25,8 +25,9 @@ from dualrs.denoise import DiffusionDenoiser
 FIXTURES = Path(__file__).parent / "fixtures" / "diffusion"
 CIFAR10, IMAGENET = "improved_diffusion_cifar10_tiny", "guided_diffusion_uncond_tiny"
 PRESET_OF = {CIFAR10: "cifar10_uncond_50M_500K", IMAGENET: "256x256_diffusion_uncond"}
-# The original outputs are of order 1-10; a faithful conversion matches to float32 round-off.
-OUTPUT_ATOL = 1e-3
+# The original outputs are of order 1-10; a faithful conversion matches to float32 round-off, which
+# depends on the CPU's kernels: up to 1e-3 with AVX2, 2.1e-3 with AVX-512 (|output| up to 8.7).
+OUTPUT_ATOL = 4e-3
 # x̂0 = (x_t - sqrt(1 - ᾱ) ε̂) / sqrt(ᾱ) scales the network's error by sqrt((1 - ᾱ) / ᾱ),
 # 0.5 to 6.2 at the fixtures' t.
 X0_ATOL = 2e-3
@@ -129,8 +130,9 @@ def test_cifar10_network_is_handed_rescaled_timesteps(tmp_path: Path) -> None:
     convert_openai_checkpoint(state_dict(CIFAR10), flags(CIFAR10), path)
     assert json.loads((path / "conditioning.json").read_text())["timestep_scale"] == 0.25
     raw_err = (network_output(path, exp["x_t"], exp["t"].float()) - exp["model_output"]).abs().max().item()
-    print(f"{CIFAR10}: max |model_output(raw t) - original| = {raw_err:.2e}")
-    assert raw_err > 10 * OUTPUT_ATOL
+    err = (network_output(path, exp["x_t"], exp["t_net"]) - exp["model_output"]).abs().max().item()
+    print(f"{CIFAR10}: max |model_output(raw t) - original| = {raw_err:.2e}, with t·1000/4000 {err:.2e}")
+    assert raw_err > 10 * err
     den = denoiser_at(path, int(exp["t"][1]))
     seen: list[torch.Tensor] = []
     den.unet.unet.register_forward_pre_hook(lambda module, args: seen.append(args[1]))

@@ -245,6 +245,7 @@ def test_code_digest_follows_the_imported_files_only(tmp_path):
         assert {module for module in before if after[module] != before[module]} == changed, name
 
 
+@pytest.mark.slow
 def test_repro_metrics_plots_and_a_push_pull_round_trip(project, tmp_path):
     root, env = project
     log = dvc(root, "repro", env=env)
@@ -339,6 +340,7 @@ def out_of_date(root: Path, env: dict) -> dict[str, tuple[bool, bool]]:
     return found
 
 
+@pytest.mark.slow
 def test_dvc_and_snakemake_agree_on_what_is_out_of_date(pipeline_project):
     root, env = pipeline_project
     assert set(out_of_date(root, env).values()) == {(False, False)}
@@ -371,6 +373,7 @@ def test_dvc_and_snakemake_agree_on_what_is_out_of_date(pipeline_project):
         assert {name for name, (dvc_says, _) in found.items() if dvc_says} == expected, (case, found)
 
 
+@pytest.mark.slow
 def test_the_prepared_data_is_the_prepare_stage_out_byte_for_byte(project):
     """prepare@digits runs prepare-data as the pipeline does: twice from scratch, the same files (so a
     committed dvc.lock names them) and, where dvc.lock is committed, the hash it records."""

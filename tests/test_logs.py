@@ -37,6 +37,7 @@ def logs(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_prepare_data_log_has_header_what_it_wrote_and_summary(logs):
     lines = check_log((logs / "prepare.log").read_text())
     assert lines[0] == "[dualrs] command: dualrs prepare-data --dataset digits --root data --seed 3"

@@ -127,6 +127,7 @@ def test_cifar10_ablations_plan(paper_run: PaperRun) -> None:
     assert planned["ablation_certify"] > 0 and planned["ablation_label"] > 0
 
 
+@pytest.mark.slow
 def test_gpu_check_without_cuda_exits_2() -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py")], env=env,

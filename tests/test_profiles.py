@@ -103,6 +103,7 @@ def test_profile_dry_runs_the_default_targets(repo_copy, name):
     assert "rule train_classifier:" in output
 
 
+@pytest.mark.slow
 def test_slurm_jobs_go_to_the_partition_of_their_kind(repo_copy):
     """The plugin's sbatch call of every job: GPU jobs (cifar10) on the GPU partition with their GPUs and one CPU
     per torch thread, CPU-only jobs (fetch_pretrained; digits, whose model jobs have gpu: 0) on the CPU one."""

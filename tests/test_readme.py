@@ -39,6 +39,7 @@ def test_the_readme_shows_the_paper_commands():
     assert any("config/quick.yaml" in c for c in commands)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands("snakemake"))
 def test_readme_snakemake_command_dry_runs(checkout, command):
     args = shlex.split(command)[1:]

@@ -128,6 +128,7 @@ def rows_written(partial: Path) -> int:
     return max(len(partial.read_text().splitlines()) - 1, 0) if partial.is_file() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_certificates(setup, tmp_path):
     """SIGKILL once rows are in ``<out>.partial``, its last row cut in half as a kill mid-write leaves it;
     the rerun keeps the complete rows, redoes the rest, and none is lost or doubled."""

@@ -75,6 +75,7 @@ def test_router_then_expert_draw_in_turn_from_the_one_generator():
         assert cert.radius == (min(r_route, r_c) if prediction >= 0 else 0.0)
 
 
+@pytest.mark.slow
 def test_adaptive_routing_coverage_is_at_most_alpha_plus_beta_with_fewer_draws():
     """Adaptive mode (Theorem 4.2 with anytime-valid bounds): over 1000 certifications on a fine radius grid,
     the rate of a wrong expert or class, or a radius above the exact min(R_e, R_k), stays ≤ α + β, and the

@@ -56,6 +56,7 @@ def test_every_job_declares_threads_memory_runtime_and_gpu_where_it_runs_a_model
     assert LOCAL_RULES <= local_rules() <= host_rules
 
 
+@pytest.mark.slow
 def test_slurm_profile_submits_the_paper_jobs_with_their_resources(tmp_path):
     """A dry run of CIFAR-10 with profiles/slurm: each job's sbatch resources, from the experiment's block."""
     shutil.copytree(REPO / "config", tmp_path / "config")

@@ -17,6 +17,7 @@ def workdir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_whole_dag_on_a_tiny_config(workdir):
     snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
     oracle, cascades = "oracle over global σ (not a certificate)", ["cascade (Multiscale, as published)",
@@ -52,6 +53,7 @@ def test_whole_dag_on_a_tiny_config(workdir):
     assert "Nothing to be done" in snakemake(workdir, "-n", "--cores", "2", "--configfile", str(TINY)).stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,certify_jobs", [("cifar10", 3 * 8 + 2 * 8), ("imagenet", 2 * 16 + 2 * 16)])
 def test_paper_dags_list_every_denoised_smoothing_job(workdir, name, certify_jobs):
     fake_paper_weights(workdir)
@@ -65,6 +67,7 @@ def test_paper_dags_list_every_denoised_smoothing_job(workdir, name, certify_job
     assert "--denoiser models/" in snakemake(workdir, "-n", "-p", "--cores", "8", f"results/tables/{name}.csv").stdout
 
 
+@pytest.mark.slow
 def test_missing_weights_name_the_path_and_the_config_key(workdir):
     result = snakemake(workdir, "-n", "--cores", "1", "results/tables/cifar10.csv", check=False)
     assert result.returncode != 0
