@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from dualrs.settings import Sampling
 from dualrs.smoothing import Smooth, device_of, evaluation
 from dualrs.tables import GLOBAL_COLUMNS, read_table
-from dualrs.tasks import Sampling, certify_split, resolve_device, smoothed_row
+from dualrs.tasks import certify_split, resolve_device, smoothed_row
 from dualrs.validation import check_count, check_input, check_settings
 
 
@@ -54,10 +55,9 @@ def certify_dataset(
     model = model.to(device)
     if num_classes is None:
         num_classes = _output_width(model, dataset[0][0], device)
-    sampling = Sampling(n0, n, batch_size, seed, every)
-    settings = {"sigma": sigma, "alpha": alpha, "num_classes": num_classes, "model": module_digest(model),
-                "num_items": len(dataset)}
-    row = smoothed_row(Smooth(model, num_classes, sigma), sampling, alpha)
+    sampling = Sampling(n0, n, alpha, batch_size, seed, every)
+    settings = {"sigma": sigma, "num_classes": num_classes, "model": module_digest(model), "num_items": len(dataset)}
+    row = smoothed_row(Smooth(model, num_classes, sigma), sampling)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(out) if out is not None else Path(scratch) / "certificates.tsv"
         certify_split(dataset, sampling, "certify", row, path, GLOBAL_COLUMNS, device, settings)

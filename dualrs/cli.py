@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, TypeVar
 from pathlib import Path
 
 from dualrs import gpu_slots, runlog
+from dualrs.settings import (CascadeSettings, DualSettings, EstimatorSettings, FinetuneSettings, RouterSettings,
+                             RouteSettings, Sampling, SmoothedSettings, default)
 from dualrs.tables import OutputError, concat_tables
 from dualrs.validation import check_settings
 
@@ -180,10 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--n", type=draws, required=True, help="noise draws to bound its probability")
             sub.add_argument("--batch-size", type=setting("batch_size"), required=True,
                              help="noisy copies per forward pass")
-            sub.add_argument("--every", type=positive_int, default=1, help="certify every k-th sample")
-            sub.add_argument("--shard", type=int, default=0, help="this shard's index")
-            sub.add_argument("--num-shards", type=positive_int, default=1, help="number of shards")
-            sub.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+            sub.add_argument("--every", type=positive_int, default=default(Sampling, "every"),
+                             help="certify every k-th sample")
+            sub.add_argument("--shard", type=int, default=default(Sampling, "shard"), help="this shard's index")
+            sub.add_argument("--num-shards", type=positive_int, default=default(Sampling, "num_shards"),
+                             help="number of shards")
+            sub.add_argument("--precision", choices=("bf16", "fp32"), default=default(Sampling, "precision"),
                              help="the models' arithmetic on CUDA: bf16 = bfloat16 autocast (CPU: always fp32)")
         if optim:
             sub.add_argument("--epochs", type=positive_int, required=True, help="training epochs")
@@ -235,13 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--sigma", type=noise_level, required=True, help="noise level sigma")
         sub.add_argument("--alpha", type=level, required=True, help="failure probability of the classifier's bound")
         if name == "label":
-            sub.add_argument("--radius-precision", type=positive_float, default=None, metavar="R",
+            sub.add_argument("--radius-precision", type=positive_float, metavar="R",
+                             default=default(SmoothedSettings, "radius_precision"),
                              help="sequential sampling: stop once the label radius is settled to within this "
                                   "precision, drawing at most --n (default: none, fixed-n CERTIFY as in the paper)")
         sub.add_argument("--out", type=Path, required=True, help="file to write")
         sub.set_defaults(run=lambda a, split=split: _tasks().certify_smoothed(
-            _data(a), split, a.classifier, a.sigma, a.denoiser, _sampling(a), a.alpha, a.out, a.device,
-            getattr(a, "radius_precision", None)))
+            _data(a), split, a.classifier, a.denoiser, a.out, _smoothed(a), a.device))
 
     sub = command("certify-dual", "dual RS on the test split (Theorem 4.2)", sampling=True, denoiser=True)
     sub.add_argument("--estimator", type=existing_file, required=True, help="estimator checkpoint")
@@ -251,28 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--beta", type=beta_level, required=True, help="failure probability of the estimator's bound")
     sub.add_argument("--adaptive", action="store_true",
                      help="sequential sampling: stop once the certificate is settled (same guarantee)")
-    sub.add_argument("--radii", type=nonnegative_float, nargs="+", default=None,
+    sub.add_argument("--radii", type=nonnegative_float, nargs="+", default=default(DualSettings, "radii"),
                      help="with --adaptive: the table's radius grid, whose step each certificate settles "
                           "(default: multiples of 0.25)")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().certify_dual(
-        _data(a), a.estimator, _unique(a.classifier, "sigma"), a.sigma_e, a.denoiser, _sampling(a), a.alpha, a.beta,
-        a.out, a.device, a.adaptive, a.radii))
+        _data(a), a.estimator, _unique(a.classifier, "sigma"), a.denoiser, a.out,
+        DualSettings(a.sigma_e, a.beta, _sampling(a), a.adaptive, None if a.radii is None else tuple(a.radii)),
+        a.device))
 
     sub = command("certify-cascade", "cascaded RS from the largest sigma down (Jeong & Shin 2023)", sampling=True,
                   denoiser=True)
     sub.add_argument("--classifier", type=sigma_path, action="append", required=True, help="SIGMA=CHECKPOINT")
     sub.add_argument("--alpha", type=level, required=True,
                      help="published: stage k (from 0) spends alpha/(k+1); union_bound: split evenly over the stages")
-    sub.add_argument("--threshold", type=float, default=0.5, help="p0: a stage is confident when p_A >= p0")
-    sub.add_argument("--variant", choices=["published", "union_bound"], default="published",
+    sub.add_argument("--threshold", type=float, default=default(CascadeSettings, "threshold"),
+                     help="p0: a stage is confident when p_A >= p0")
+    sub.add_argument("--variant", choices=["published", "union_bound"], default=default(CascadeSettings, "variant"),
                      help="published: Jeong & Shin's procedure (certify.py of their code; levels alpha/(k+1), "
                           "Goodman bounds, undecided only on the guess; no guarantee at level alpha); "
                           "union_bound: every bound at an even share of alpha, valid at level alpha")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().certify_cascade(
-        _data(a), _unique(a.classifier, "sigma"), a.denoiser, _sampling(a), a.alpha, a.threshold, a.out, a.device,
-        a.variant))
+        _data(a), _unique(a.classifier, "sigma"), a.denoiser, a.out,
+        CascadeSettings(_sampling(a), a.threshold, a.variant), a.device))
 
     sub = command("certify-router", "route among expert RS models on the test split (Sec. 4.3)", sampling=True,
                   denoiser=True)
@@ -284,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--beta", type=beta_level, required=True, help="failure probability of the estimator's bound")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().certify_router(
-        _data(a), a.router, [_tasks().ExpertSpec(**spec) for spec in a.expert], a.sigma_e, a.denoiser,
-        _sampling(a), a.alpha, a.beta, a.out, a.device))
+        _data(a), a.router, [_tasks().ExpertSpec(**spec) for spec in a.expert], a.denoiser, a.out,
+        RouterSettings(a.sigma_e, a.beta, _sampling(a)), a.device))
 
     sub = command("train-estimator", "train the variance estimator (or a router) from label tables", optim=True,
                   denoiser=True)
@@ -294,25 +300,32 @@ def build_parser() -> argparse.ArgumentParser:
     candidates.add_argument("--expert-labels", type=name_path, action="append",
                             help="NAME=TSV, one per expert in class order: train a router")
     sub.add_argument("--arch", required=True, help="model architecture (dualrs.models)")
-    sub.add_argument("--model-options", type=json_object, default={}, help="JSON object of architecture options")
+    sub.add_argument("--model-options", type=json_object, default=default(EstimatorSettings, "model_options"),
+                     help="JSON object of architecture options")
     sub.add_argument("--sigma-e", type=setting("sigma_e"), required=True, help="noise level sigma_e of the estimator")
-    sub.add_argument("--temperature", type=positive_float, default=None,
+    sub.add_argument("--temperature", type=positive_float, default=default(EstimatorSettings, "temperature"),
                      help="targets softmax(radii/temperature); default: the plain softmax of the radii (Sec. 5)")
-    sub.add_argument("--radius-weight", choices=["strong", "weak", "none"], default="strong",
+    sub.add_argument("--radius-weight", choices=["strong", "weak", "none"],
+                     default=default(EstimatorSettings, "radius_weight"),
                      help="weight w_r of the consistency term: the radius under the largest (strong) or smallest "
                           "(weak) candidate sigma, or 1 (none); see dualrs.labels.radius_weights")
-    sub.add_argument("--class-weight", choices=["both", "ce", "none"], default="both",
+    sub.add_argument("--class-weight", choices=["both", "ce", "none"],
+                     default=default(EstimatorSettings, "class_weight"),
                      help="where the class-balance weight w_e applies: the soft CE and the consistency term "
                           "(both, the paper's loss, Sec. 5.1), the soft CE only (ce), or nowhere (none)")
     sub.add_argument("--expert-sigma", type=name_sigma, action="append",
                      help="NAME=SIGMA, the noise level of each expert of --expert-labels (needed by a radius weight)")
-    sub.add_argument("--lam", type=nonnegative_float, default=40.0, help="consistency weight lambda")
-    sub.add_argument("--eta", type=nonnegative_float, default=0.5, help="entropy weight eta")
-    sub.add_argument("--copies", type=positive_int, default=2, help="noisy copies per input")
-    sub.add_argument("--weights", type=existing_file, default=None, help="timm checkpoint initialising the backbone")
+    sub.add_argument("--lam", type=nonnegative_float, default=default(EstimatorSettings, "lam"),
+                     help="consistency weight lambda")
+    sub.add_argument("--eta", type=nonnegative_float, default=default(EstimatorSettings, "eta"),
+                     help="entropy weight eta")
+    sub.add_argument("--copies", type=positive_int, default=default(EstimatorSettings, "copies"),
+                     help="noisy copies per input")
+    sub.add_argument("--weights", type=existing_file, default=default(EstimatorSettings, "init_weights"),
+                     help="timm checkpoint initialising the backbone")
     sub.add_argument("--hard-labels", action="store_true",
                      help="train towards the one-hot argmax of the radii instead of softmax(radii/temperature)")
-    sub.add_argument("--train-fraction", type=fraction, default=1.0,
+    sub.add_argument("--train-fraction", type=fraction, default=default(EstimatorSettings, "train_fraction"),
                      help="train on this seeded fraction of the labelled inputs")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=_train_estimator)
@@ -322,20 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--sigma-e", type=setting("sigma_e"), required=True, help="noise level sigma_e of the estimator")
     sub.add_argument("--n", type=draws, required=True, help="noise draws per vote")
     sub.add_argument("--batch-size", type=setting("batch_size"), required=True, help="noisy copies per forward pass")
-    sub.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+    sub.add_argument("--precision", choices=("bf16", "fp32"), default=default(RouteSettings, "precision"),
                      help="the estimator's arithmetic on CUDA: bf16 = bfloat16 autocast (CPU: always fp32)")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().route_training_set(
-        _data(a), a.estimator, a.sigma_e, a.n, a.batch_size, a.seed, a.denoiser, a.out, a.device, a.precision))
+        _data(a), a.estimator, a.denoiser, a.out, RouteSettings(a.sigma_e, a.n, a.batch_size, a.seed, a.precision),
+        a.device))
 
     sub = command("finetune", "finetune the classifier for one sigma on the inputs routed to it (or, without "
                   "--sigma, one shared classifier on every input at its routed sigma)", optim=True, denoiser=True)
     sub.add_argument("--classifier", type=existing_file, required=True, help="classifier checkpoint")
-    sub.add_argument("--sigma", type=noise_level, default=None, help="the expert's sigma")
+    sub.add_argument("--sigma", type=noise_level, default=default(FinetuneSettings, "sigma"), help="the expert's sigma")
     sub.add_argument("--routes", type=existing_file, required=True, help="TSV written by `dualrs route`")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().finetune_classifier(
-        _data(a), a.classifier, a.sigma, a.routes, _optim(a), a.seed, a.denoiser, a.out, a.device))
+        _data(a), a.classifier, a.routes, a.denoiser, a.out, FinetuneSettings(_optim(a), a.seed, a.sigma), a.device))
 
     sub = command("fetch-pretrained", "store off-the-shelf classifier weights as a dualrs checkpoint")
     sub.add_argument("--arch", required=True, help="model architecture (dualrs.models): timm/<name> or hf/<class>")
@@ -408,10 +422,12 @@ def _train_estimator(a: argparse.Namespace) -> None:
     if expert_sigmas is not None and set(expert_sigmas) != set(labels):
         raise SystemExit(f"dualrs: error: --expert-sigma names {sorted(expert_sigmas)}, but the experts are "
                          f"{sorted(labels)}")
-    _tasks().train_estimator_model(
-        _data(a), labels, a.out, a.arch, a.model_options, a.sigma_e, a.temperature, a.lam, a.eta, a.copies,
-        _optim(a), a.seed, a.denoiser, a.device, a.weights, a.hard_labels, a.train_fraction, a.radius_weight,
-        expert_sigmas, a.class_weight)
+    settings = EstimatorSettings(
+        a.arch, a.sigma_e, _optim(a), a.seed, model_options=a.model_options, init_weights=a.weights,
+        temperature=a.temperature, hard=a.hard_labels, lam=a.lam, eta=a.eta, copies=a.copies,
+        radius_weight=a.radius_weight, class_weight=a.class_weight, train_fraction=a.train_fraction,
+        expert_sigmas=expert_sigmas)
+    _tasks().train_estimator_model(_data(a), labels, a.denoiser, a.out, settings, a.device)
 
 
 def _tasks():
@@ -437,10 +453,16 @@ def _data(a: argparse.Namespace) -> tasks.DataRef:
     return _tasks().DataRef(a.dataset, a.root, a.data_options)
 
 
-def _sampling(a: argparse.Namespace) -> tasks.Sampling:
+def _sampling(a: argparse.Namespace) -> Sampling:
     if not 0 <= a.shard < a.num_shards:
         raise SystemExit(f"dualrs: error: --shard must lie in [0, {a.num_shards}), got {a.shard}")
-    return _tasks().Sampling(a.n0, a.n, a.batch_size, a.seed, a.every, a.shard, a.num_shards, a.precision)
+    return Sampling(a.n0, a.n, a.alpha, a.batch_size, a.seed, a.every, a.shard, a.num_shards, a.precision)
+
+
+def _smoothed(a: argparse.Namespace) -> SmoothedSettings:
+    """``label`` and ``certify-global``: σ, sampling and, for labels only, the radius precision."""
+    sequential = {"radius_precision": a.radius_precision} if "radius_precision" in a else {}
+    return SmoothedSettings(a.sigma, _sampling(a), **sequential)
 
 
 def _optim(a: argparse.Namespace) -> Optim:

@@ -19,21 +19,22 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from dualrs import data as datasets
-from dualrs.cascade import CascadeSmooth, Variant
+from dualrs.cascade import CascadeSmooth
 from dualrs.dual import DualSmooth
 from dualrs.fingerprint import path_digest, sample_files_digest
 from dualrs.io import load_checkpoint, save_checkpoint
-from dualrs.labels import (RadiusWeight, adaptive_label, class_balance_weights, hard_labels, informative_rows,
-                           label_summary, radius_matrix, radius_weights, soft_labels, training_subset)
+from dualrs.labels import (adaptive_label, class_balance_weights, hard_labels, informative_rows, label_summary,
+                           radius_matrix, radius_weights, soft_labels, training_subset)
 from dualrs.models import Autocast, check_finite_weights, checkpoint_kwargs, create_model
 from dualrs.progress import progress
 from dualrs.router import Expert, Router
 from dualrs.seeding import sample_generator
+from dualrs.settings import (CascadeSettings, DualSettings, EstimatorSettings, FinetuneSettings, RouterSettings,
+                             RouteSettings, Sampling, SmoothedSettings)
 from dualrs.smoothing import Smooth
 from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTER_COLUMNS, file_digest,
                            read_table, resumable_table, write_table)
-from dualrs.train import (ClassWeight, Optim, route, train_classifier, train_classifier_at_routed_sigmas,
-                          train_estimator)
+from dualrs.train import Optim, route, train_classifier, train_classifier_at_routed_sigmas, train_estimator
 from dualrs.validation import check_checkpoint
 
 
@@ -50,21 +51,6 @@ class DataRef:
 
     def split(self, split: str) -> torch.utils.data.Dataset:
         return datasets.load_split(self.name, self.root, split, **self.options)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Monte Carlo settings of CERTIFY, which samples this shard covers and the models' arithmetic on CUDA
-    (``precision``: bf16 = bfloat16 autocast, fp32; CPU always runs float32)."""
-
-    n0: int
-    n: int
-    batch_size: int
-    seed: int
-    every: int = 1
-    shard: int = 0
-    num_shards: int = 1
-    precision: str = "bf16"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -152,14 +138,15 @@ def train_classifier_model(
 
 
 def certify_smoothed(
-    data: DataRef, split: str, classifier: Path, sigma: float, denoiser: Path | None, sampling: Sampling,
-    alpha: float, out: Path, device: str, radius_precision: float | None = None,
+    data: DataRef, split: str, classifier: Path, denoiser: Path | None, out: Path, settings: SmoothedSettings,
+    device: str,
 ) -> None:
     """Standard RS at one σ over a split: on ``train`` the estimator's labels TSV
     (idx label predict count pA_lower radius correct), on ``test`` Cohen's columns.
 
-    ``radius_precision`` (labels only; None: the paper's fixed-n CERTIFY, Sec. 5.1): each label from
+    ``settings.radius_precision`` (labels only; None: the paper's fixed-n CERTIFY, Sec. 5.1): each label from
     :func:`dualrs.labels.adaptive_label`, see :func:`smoothed_row`."""
+    sigma, sampling, radius_precision = settings.sigma, settings.sampling, settings.radius_precision
     if radius_precision is not None and split != "train":
         raise ValueError(f"radius_precision applies to labels (split train), not to split {split!r}")
     device = resolve_device(device)
@@ -169,13 +156,13 @@ def certify_smoothed(
     smooth = Smooth(Denoisers(denoiser, device, sampling.precision).wrap(model, sigma), meta["num_classes"], sigma)
     stage, columns = ("label", LABEL_COLUMNS) if split == "train" else ("certify", GLOBAL_COLUMNS)
     dataset = data.split(split)
-    certify_split(dataset, sampling, stage, smoothed_row(smooth, sampling, alpha, radius_precision), out, columns,
+    certify_split(dataset, sampling, stage, smoothed_row(smooth, sampling, radius_precision), out, columns,
                   device, {"data": data_settings(data, dataset), "classifier": file_digest(classifier), "sigma": sigma,
-                           "alpha": alpha, "denoiser": optional_digest(denoiser), "radius_precision": radius_precision})
+                           "denoiser": optional_digest(denoiser), "radius_precision": radius_precision})
 
 
 def smoothed_row(
-    smooth: Smooth, sampling: Sampling, alpha: float, radius_precision: float | None = None,
+    smooth: Smooth, sampling: Sampling, radius_precision: float | None = None,
 ) -> Callable[[torch.Tensor, torch.Generator], dict[str, Any]]:
     """CERTIFY's row for one input: predict count pA_lower radius.
 
@@ -185,10 +172,10 @@ def smoothed_row(
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         if radius_precision is None:
-            bound = smooth.certify_bound(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
+            bound = smooth.certify_bound(x, sampling.n0, sampling.n, sampling.alpha, sampling.batch_size, generator)
         else:
-            bound = adaptive_label(smooth, x, sampling.n0, sampling.n, alpha, radius_precision, sampling.batch_size,
-                                   generator)
+            bound = adaptive_label(smooth, x, sampling.n0, sampling.n, sampling.alpha, radius_precision,
+                                   sampling.batch_size, generator)
         return {"predict": bound.prediction, "count": bound.count, "pA_lower": bound.p_lower, "radius": bound.radius}
 
     return row
@@ -215,48 +202,51 @@ def load_dual(
 
 
 def certify_dual(
-    data: DataRef, estimator: Path, classifiers: Mapping[float, Path], sigma_e: float, denoiser: Path | None,
-    sampling: Sampling, alpha: float, beta: float, out: Path, device: str, adaptive: bool = False,
-    radii: Sequence[float] | None = None,
+    data: DataRef, estimator: Path, classifiers: Mapping[float, Path], denoiser: Path | None, out: Path,
+    settings: DualSettings, device: str,
 ) -> None:
     """Dual RS on the test split: idx label predict sigma radius r_sigma r_c correct time.
 
-    ``adaptive``: sequential sampling that stops once the certificate's step on the ``radii`` grid is settled
-    (DualSmooth.certify)."""
+    ``settings.adaptive``: sequential sampling that stops once the certificate's step on the ``settings.radii``
+    grid is settled (DualSmooth.certify)."""
+    sampling, beta, adaptive, radii = settings.sampling, settings.beta, settings.adaptive, settings.radii
     device = resolve_device(device)
-    dual = load_dual(estimator, classifiers, sigma_e, denoiser, device, data, sampling.precision)
+    dual = load_dual(estimator, classifiers, settings.sigma_e, denoiser, device, data, sampling.precision)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-        cert = dual.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator, adaptive, radii)
+        cert = dual.certify(x, sampling.n0, sampling.n, sampling.alpha, beta, sampling.batch_size, generator,
+                            adaptive, radii)
         return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius,
                 "r_sigma": cert.r_sigma, "r_c": cert.r_c}
 
     dataset = data.split("test")
     certify_split(dataset, sampling, "certify-dual", row, out, DUAL_COLUMNS, device,
-                  {"data": data_settings(data, dataset), "estimator": file_digest(estimator), "sigma_e": sigma_e,
-                   "alpha": alpha, "beta": beta, "denoiser": optional_digest(denoiser), "adaptive": adaptive, "radii": list(radii) if adaptive and radii else None,
+                  {"data": data_settings(data, dataset), "estimator": file_digest(estimator),
+                   "sigma_e": settings.sigma_e, "beta": beta, "denoiser": optional_digest(denoiser),
+                   "adaptive": adaptive, "radii": list(radii) if adaptive and radii else None,
                    "classifiers": digests(classifiers)})
 
 
 def certify_cascade(
-    data: DataRef, classifiers: Mapping[float, Path], denoiser: Path | None, sampling: Sampling, alpha: float,
-    threshold: float, out: Path, device: str, variant: Variant = "published",
+    data: DataRef, classifiers: Mapping[float, Path], denoiser: Path | None, out: Path, settings: CascadeSettings,
+    device: str,
 ) -> None:
-    """Cascaded smoothing from the largest σ down (Jeong & Shin 2023), as ``variant`` (see
+    """Cascaded smoothing from the largest σ down (Jeong & Shin 2023), as ``settings.variant`` (see
     :mod:`dualrs.cascade`), on the test split: idx label predict sigma radius stage correct time."""
+    sampling = settings.sampling
     device = resolve_device(device)
     denoisers = Denoisers(denoiser, device, sampling.precision)
     models, num_classes = load_classifiers(classifiers.values(), device, data)
     bases = {s: denoisers.wrap(models[Path(p)], s) for s, p in classifiers.items()}
-    cascade = CascadeSmooth(bases, num_classes, threshold, variant)
+    cascade = CascadeSmooth(bases, num_classes, settings.threshold, settings.variant)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-        cert = cascade.certify(x, sampling.n0, sampling.n, alpha, sampling.batch_size, generator)
+        cert = cascade.certify(x, sampling.n0, sampling.n, sampling.alpha, sampling.batch_size, generator)
         return {"predict": cert.prediction, "sigma": cert.sigma, "radius": cert.radius, "stage": cert.stage}
 
     dataset = data.split("test")
     certify_split(dataset, sampling, "certify-cascade", row, out, CASCADE_COLUMNS, device,
-                  {"data": data_settings(data, dataset), "alpha": alpha, "threshold": threshold, "variant": variant,
+                  {"data": data_settings(data, dataset), "threshold": settings.threshold, "variant": settings.variant,
                    "denoiser": optional_digest(denoiser), "classifiers": digests(classifiers)})
 
 
@@ -271,11 +261,12 @@ class ExpertSpec:
 
 
 def certify_router(
-    data: DataRef, router: Path, experts: Sequence[ExpertSpec], sigma_e: float, denoiser: Path | None,
-    sampling: Sampling, alpha: float, beta: float, out: Path, device: str,
+    data: DataRef, router: Path, experts: Sequence[ExpertSpec], denoiser: Path | None, out: Path,
+    settings: RouterSettings, device: str,
 ) -> None:
     """Routing among expert RS models on the test split (Sun et al. 2025, Sec. 4.3):
     idx label predict expert sigma radius r_sigma r_c correct time. ``denoiser`` wraps the router."""
+    sigma_e, beta, sampling = settings.sigma_e, settings.beta, settings.sampling
     device = resolve_device(device)
     router_model, router_meta = load_checkpoint(router, device)
     names = [e.name for e in experts]
@@ -294,14 +285,14 @@ def certify_router(
     routed = Router(wrap(router_model, sigma_e, denoiser), models, sigma_e, num_classes)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-        cert = routed.certify(x, sampling.n0, sampling.n, alpha, beta, sampling.batch_size, generator)
+        cert = routed.certify(x, sampling.n0, sampling.n, sampling.alpha, beta, sampling.batch_size, generator)
         return {"predict": cert.prediction, "expert": cert.expert, "sigma": cert.sigma, "radius": cert.radius,
                 "r_sigma": cert.r_sigma, "r_c": cert.r_c}
 
     dataset = data.split("test")
     certify_split(dataset, sampling, "certify-router", row, out, ROUTER_COLUMNS, device,
                   {"data": data_settings(data, dataset), "router": file_digest(router), "sigma_e": sigma_e,
-                   "alpha": alpha, "beta": beta, "denoiser": optional_digest(denoiser),
+                   "beta": beta, "denoiser": optional_digest(denoiser),
                    "experts": [{**vars(e), "classifier": file_digest(e.classifier),
                                 "denoiser": optional_digest(e.denoiser)} for e in experts]})
 
@@ -400,26 +391,22 @@ def certify_split(
 
 
 def train_estimator_model(
-    data: DataRef, labels: Mapping[float, Path] | Mapping[str, Path], out: Path, arch: str,
-    model_options: Mapping[str, Any],
-    sigma_e: float, temperature: float | None, lam: float, eta: float, copies: int, optim: Optim, seed: int,
-    denoiser: Path | None, device: str, init_weights: Path | None = None, hard: bool = False,
-    train_fraction: float = 1.0, radius_weight: RadiusWeight = "strong",
-    expert_sigmas: Mapping[str, float] | None = None, class_weight: ClassWeight = "both",
+    data: DataRef, labels: Mapping[float, Path] | Mapping[str, Path], denoiser: Path | None, out: Path,
+    settings: EstimatorSettings, device: str,
 ) -> None:
     """Variance estimator over the candidate σ's from the per-σ label tables (Sun et al. 2025, Sec. 5.1), or
     a router over experts when ``labels`` is keyed by expert name (class order = key order, each expert's σ in
-    ``expert_sigmas``, needed by a radius weight); trained on a seeded ``train_fraction`` of the labelled
+    ``settings.expert_sigmas``, needed by a radius weight); trained on a seeded ``train_fraction`` of the labelled
     inputs less those certified under no candidate, towards softmax(radii / ``temperature``) (None: plain
     softmax) or ``hard`` labels, with loss weights w_e (class balance, on the terms ``class_weight`` names) and
     w_r (``radius_weight``)."""
-    info, device = data.info(), resolve_device(device)
+    s, info, device = settings, data.info(), resolve_device(device)
     routes_experts = any(isinstance(key, str) for key in labels)
     idx, radii, candidates = radius_matrix(labels if routes_experts else dict(sorted(labels.items())))
-    sigmas = _candidate_sigmas(candidates, expert_sigmas) if routes_experts else candidates
-    if radius_weight != "none" and sigmas is None:
-        raise ValueError(f"radius weight {radius_weight!r} needs the sigma of every expert")
-    keep = training_subset(len(idx), train_fraction, seed)
+    sigmas = _candidate_sigmas(candidates, s.expert_sigmas) if routes_experts else candidates
+    if s.radius_weight != "none" and sigmas is None:
+        raise ValueError(f"radius weight {s.radius_weight!r} needs the sigma of every expert")
+    keep = training_subset(len(idx), s.train_fraction, s.seed)
     informative = informative_rows(radii[keep])
     dropped = int((~informative).sum())
     print(f"dropped {dropped} of {len(keep)} training samples certified under no candidate")
@@ -431,28 +418,29 @@ def train_estimator_model(
     idx, radii = idx[keep][informative], radii[keep][informative]
     train = data.split("train")
     x = torch.stack([train[int(i)][0] for i in idx])
-    targets = torch.as_tensor(hard_labels(radii) if hard else soft_labels(radii, temperature), dtype=torch.float32)
+    targets = torch.as_tensor(hard_labels(radii) if s.hard else soft_labels(radii, s.temperature),
+                              dtype=torch.float32)
     balance = torch.as_tensor(class_balance_weights(radii), dtype=torch.float32)
-    w_r = np.ones(len(radii)) if radius_weight == "none" else radius_weights(radii, sigmas, radius_weight)
+    w_r = np.ones(len(radii)) if s.radius_weight == "none" else radius_weights(radii, sigmas, s.radius_weight)
     print(label_summary(radii, candidates).to_string(index=False))
-    torch.manual_seed(seed)
-    init = {"weights": str(init_weights), "reinit_head": True} if init_weights is not None else {}
-    estimator = create_model(arch, len(candidates), info.input_shape[0], **model_options, **init)
-    model = Denoisers(denoiser, device).wrap(estimator, sigma_e)
-    history = train_estimator(model, x, targets, balance, sigma_e, optim, seed, lam, eta, copies, device,
-                              torch.as_tensor(w_r, dtype=torch.float32), class_weight=class_weight)
+    torch.manual_seed(s.seed)
+    init = {"weights": str(s.init_weights), "reinit_head": True} if s.init_weights is not None else {}
+    estimator = create_model(s.arch, len(candidates), info.input_shape[0], **s.model_options, **init)
+    model = Denoisers(denoiser, device).wrap(estimator, s.sigma_e)
+    history = train_estimator(model, x, targets, balance, s.sigma_e, s.optim, s.seed, s.lam, s.eta, s.copies, device,
+                              torch.as_tensor(w_r, dtype=torch.float32), class_weight=s.class_weight)
     check_finite_weights(estimator, f"the estimator trained for {out}")
-    save_checkpoint(out, estimator, {"arch": arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
-                                     "model_kwargs": dict(model_options), "role": "estimator",
+    save_checkpoint(out, estimator, {"arch": s.arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
+                                     "model_kwargs": dict(s.model_options), "role": "estimator",
                                      "experts" if routes_experts else "sigmas": candidates,
                                      **({"expert_sigmas": sigmas} if routes_experts and sigmas is not None else {}),
-                                     "sigma_e": sigma_e, "temperature": temperature, "lambda": lam, "eta": eta,
-                                     "copies": copies, "labels": "hard" if hard else "soft",
-                                     "radius_weight": radius_weight, "class_balance": "inverse_share",
-                                     "class_weight": class_weight,
-                                     "train_fraction": train_fraction, "train_samples": len(idx),
-                                     "dropped_uncertified": dropped, "seed": seed,
-                                     "optim": vars(optim), "loss": history})
+                                     "sigma_e": s.sigma_e, "temperature": s.temperature, "lambda": s.lam,
+                                     "eta": s.eta, "copies": s.copies, "labels": "hard" if s.hard else "soft",
+                                     "radius_weight": s.radius_weight, "class_balance": "inverse_share",
+                                     "class_weight": s.class_weight,
+                                     "train_fraction": s.train_fraction, "train_samples": len(idx),
+                                     "dropped_uncertified": dropped, "seed": s.seed,
+                                     "optim": vars(s.optim), "loss": history})
 
 
 def _candidate_sigmas(experts: Sequence[str], expert_sigmas: Mapping[str, float] | None) -> list[float] | None:
@@ -465,26 +453,26 @@ def _candidate_sigmas(experts: Sequence[str], expert_sigmas: Mapping[str, float]
 
 
 def route_training_set(
-    data: DataRef, estimator: Path, sigma_e: float, n: int, batch_size: int, seed: int, denoiser: Path | None,
-    out: Path, device: str, precision: str = "bf16",
+    data: DataRef, estimator: Path, denoiser: Path | None, out: Path, settings: RouteSettings, device: str,
 ) -> None:
-    """σ̂ of every training input by the estimator's (in ``precision``) majority vote under noise σ_e: routes TSV
-    (idx sigma)."""
-    device = resolve_device(device)
+    """σ̂ of every training input by the estimator's (in ``settings.precision``) majority vote under noise σ_e:
+    routes TSV (idx sigma)."""
+    s, device = settings, resolve_device(device)
     model, meta = load_checkpoint(estimator, device)
     sigmas = meta["sigmas"]
-    votes = route(Denoisers(denoiser, device, precision).wrap(model, sigma_e), data.split("train"), len(sigmas), sigma_e,
-                  n, batch_size, seed)
+    votes = route(Denoisers(denoiser, device, s.precision).wrap(model, s.sigma_e), data.split("train"), len(sigmas),
+                  s.sigma_e, s.n, s.batch_size, s.seed)
     write_table(out, pd.DataFrame({"idx": np.arange(len(votes)), "sigma": np.asarray(sigmas)[votes]}))
 
 
 def finetune_classifier(
-    data: DataRef, classifier: Path, sigma: float | None, routes: Path, optim: Optim, seed: int,
-    denoiser: Path | None, out: Path, device: str,
+    data: DataRef, classifier: Path, routes: Path, denoiser: Path | None, out: Path, settings: FinetuneSettings,
+    device: str,
 ) -> None:
-    """Finetune under the estimated variances (Sun et al. 2025, Sec. 5.2): the expert for ``sigma`` on the
-    training inputs routed to it, under noise σ; with ``sigma`` None, the one shared classifier on every
+    """Finetune under the estimated variances (Sun et al. 2025, Sec. 5.2): the expert for ``settings.sigma`` on
+    the training inputs routed to it, under noise σ; with ``sigma`` None, the one shared classifier on every
     training input at its routed σ (through that σ's denoiser, for denoised smoothing)."""
+    sigma, optim, seed = settings.sigma, settings.optim, settings.seed
     device = resolve_device(device)
     model, meta = load_checkpoint(classifier, device)
     table = read_table(routes)

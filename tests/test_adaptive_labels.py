@@ -18,8 +18,9 @@ from scipy.stats import norm
 from dualrs.cli import main
 from dualrs.data import prepare_dataset
 from dualrs.smoothing import Smooth
+from dualrs.settings import Sampling, SmoothedSettings
 from dualrs.tables import LABEL_COLUMNS, read_table
-from dualrs.tasks import DataRef, Sampling, certify_smoothed, train_classifier_model
+from dualrs.tasks import DataRef, certify_smoothed, train_classifier_model
 from dualrs.train import Optim
 from pipeline import REPO, snakemake
 
@@ -108,12 +109,12 @@ def test_labels_with_a_radius_precision_are_within_it_of_fixed_n_with_fewer_draw
         return vote(self, x, noise, num, batch_size)
 
     monkeypatch.setattr(Smooth, "vote", counted)
-    n0, n, sampling = 32, 1000, Sampling(n0=32, n=1000, batch_size=500, seed=3, every=12)
+    n0, n, sampling = 32, 1000, Sampling(n0=32, n=1000, alpha=0.01, batch_size=500, seed=3, every=12)
     tables = {}
     for name, precision in (("fixed", None), ("adaptive", PRECISION)):
         drawn.append(0)
-        certify_smoothed(data, "train", classifier, SIGMA, None, sampling, 0.01, tmp_path / f"{name}.tsv", "cpu",
-                         precision)
+        certify_smoothed(data, "train", classifier, None, tmp_path / f"{name}.tsv",
+                         SmoothedSettings(SIGMA, sampling, precision), "cpu")
         tables[name] = read_table(tmp_path / f"{name}.tsv")
     fixed, adaptive = tables["fixed"], tables["adaptive"]
     assert list(adaptive.columns) == LABEL_COLUMNS and list(adaptive["idx"]) == list(fixed["idx"])
@@ -129,7 +130,8 @@ def test_labels_with_a_radius_precision_are_within_it_of_fixed_n_with_fewer_draw
     assert np.allclose(adaptive["radius"][certified], SIGMA * norm.ppf(adaptive["pA_lower"][certified]))
     assert (adaptive["radius"][~certified] == 0).all()
     with pytest.raises(ValueError, match="radius_precision applies to labels"):
-        certify_smoothed(data, "test", classifier, SIGMA, None, sampling, 0.01, tmp_path / "t.tsv", "cpu", PRECISION)
+        certify_smoothed(data, "test", classifier, None, tmp_path / "t.tsv",
+                         SmoothedSettings(SIGMA, sampling, PRECISION), "cpu")
 
 
 def test_the_cli_validates_the_radius_precision(trained, tmp_path, capsys):

@@ -11,7 +11,7 @@ LAYERS = {
         "config_checks"},  # foundations: no dualrs import
     1: {"smoothing", "sequential", "routed", "dual", "router", "cascade", "models", "denoise", "data",
         "fingerprint", "io", "labels", "train", "report", "convert", "memory", "compute"},  # the method
-    2: {"tasks", "certify", "plan"},  # jobs: a command's inputs → library → outputs; the workflow's plan
+    2: {"settings", "tasks", "certify", "plan"},  # jobs: a command's inputs → library → outputs; the workflow's plan
     3: {"cli", "__main__"},  # entry points
 }
 LAYER = {module: layer for layer, modules in LAYERS.items() for module in modules}

@@ -121,3 +121,32 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default():
         for action in command._actions:
             assert action.help and action.help.strip(), f"dualrs {name} {action.option_strings or action.dest}"
     assert "(default: 0)" in commands["certify-global"].format_help()  # --seed
+
+
+def test_flag_defaults_are_the_settings_defaults():
+    """Each defaulted field of a command's settings is a flag with that default (dataclass fields of
+    dualrs.settings, and dualrs.train.Optim, whose flags spell their defaults out to keep the parser torch-free)."""
+    import argparse
+    from dataclasses import MISSING, fields
+
+    from dualrs import settings
+    from dualrs.cli import build_parser
+    from dualrs.train import Optim
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    of_command = {"label": [settings.Sampling, settings.SmoothedSettings], "certify-global": [settings.Sampling],
+                  "certify-dual": [settings.Sampling, settings.DualSettings],
+                  "certify-cascade": [settings.Sampling, settings.CascadeSettings],
+                  "certify-router": [settings.Sampling], "train-estimator": [settings.EstimatorSettings, Optim],
+                  "route": [settings.RouteSettings], "finetune": [settings.FinetuneSettings, Optim],
+                  "train-classifier": [Optim]}
+    flag_of = {"init_weights": "weights", "hard": "hard_labels", "expert_sigmas": "expert_sigma"}
+    for name, classes in of_command.items():
+        defaults = {action.dest: action.default for action in commands[name]._actions}
+        for cls in classes:
+            for field in fields(cls):
+                if field.default is MISSING and field.default_factory is MISSING:
+                    continue
+                given = defaults[flag_of.get(field.name, field.name)]
+                given = tuple(given) if isinstance(given, list) else given  # --milestones: a list, Optim's a tuple
+                assert given == settings.default(cls, field.name), (name, cls.__name__, field.name)

@@ -19,8 +19,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # What a DVC project needs from this repository; dualrs/ and workflow/ are stage dependencies.
-TRACKED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/plots", "Snakefile",
-           "workflow", "config", "dualrs"]
+TRACKED = ["dvc.yaml", "paper/dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/plots",
+           "Snakefile", "workflow", "config", "dualrs"]
 
 # Writes what one experiment's Snakemake run writes (or the prepared digits, for data/digits/READY); like
 # Snakemake, it keeps a checkpoint that exists.
@@ -35,6 +35,9 @@ STAND_IN = textwrap.dedent('''\
             Path("data/digits/READY").touch()
         sys.exit()
     name = Path(sys.argv[-1]).stem
+    if name in ("cifar10", "imagenet"):
+        Path(f"data/{{name}}").mkdir(parents=True, exist_ok=True)
+        Path(f"data/{{name}}/prepared").write_text(name)
     for folder in (f"results/{{name}}/models", f"results/{{name}}/certify/dual", f"results/figures/{{name}}",
                    "results/tables"):
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -397,7 +400,7 @@ def test_the_committed_dvc_lock_records_this_commits_code_rules_and_params(tmp_p
     After changing code, rules or config: `dvc repro`, then commit dvc.lock."""
     root = committed_copy(tmp_path / "project")
     shutil.copy2(REPO / "dvc.lock", root / "dvc.lock")
-    status = json.loads(dvc(root, "status", "--json", env={**os.environ, "DVC_NO_ANALYTICS": "1"}))
+    status = json.loads(dvc(root, "status", "dvc.yaml", "--json", env={**os.environ, "DVC_NO_ANALYTICS": "1"}))
     recorded = set(yaml.safe_load((REPO / "dvc.lock").read_text())["stages"])
     expected = {f"{name}@{item}" for name, stage in stages().items() for item in stage.get("foreach", [])}
     expected |= {name for name, stage in stages().items() if "foreach" not in stage}
@@ -412,3 +415,59 @@ def test_the_committed_dvc_lock_records_this_commits_code_rules_and_params(tmp_p
                 stale.update({f"{name}: {path}": state for path, state in paths.items()
                               if kind not in ("changed deps", "changed outs") or state != "deleted"})
     assert not stale, f"dvc.lock is stale (run `dvc repro` and commit dvc.lock): {stale}"
+
+
+def paper_stages() -> dict:
+    return yaml.safe_load((REPO / "paper" / "dvc.yaml").read_text())["stages"]
+
+
+def test_paper_stages_depend_on_the_weights_keys_and_code_of_their_experiment(tmp_path):
+    """paper/dvc.yaml: one stage per paper experiment, whose deps are the checkpoints its config names (raw
+    inputs, `dvc add`ed), the code, and whose params are its config keys; every out is a Snakemake output of
+    its DAG (dry run on stand-in weights)."""
+    from pipeline import fake_paper_weights
+
+    root = committed_copy(tmp_path / "project")
+    fake_paper_weights(root)
+    for name, stage in paper_stages().items():
+        experiment = config()["experiments"][name]
+        assert (stage["wdir"], stage["cmd"]) == ("..", f"snakemake --cores all results/tables/{name}.csv")
+        assert {experiment["denoiser"]["path"], experiment["classifier"]["weights"], "Snakefile", "workflow/rules",
+                "workflow/schemas", "dualrs"} == set(stage["deps"])
+        assert params_of(stage, "config/config.yaml") == ["seed", f"data.{experiment['data']}", f"experiments.{name}"]
+        assert params_of(stage, "params.yaml") == ["seed", "radii", f"experiments.{name}"]
+        summary = run(root, sys.executable, "-m", "snakemake", "-n", "--summary", "--cores", "1",
+                      f"results/tables/{name}.csv")
+        made = [line.split("\t")[0] for line in summary.splitlines()[1:]]
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage[kind]:
+                path = next(iter(entry))
+                assert any(p == path or p.startswith(path + "/") for p in made), f"{name} {kind}: nothing makes {path}"
+
+
+@pytest.mark.slow
+def test_paper_stages_run_on_dvc_added_weights_and_are_out_of_date_when_they_change(project):
+    """`dvc add` of the weights works where config/config.yaml puts them (.gitignore lets the .dvc files in);
+    `dvc repro` leaves the paper stages alone, `dvc repro paper/dvc.yaml` runs them, and a changed
+    checkpoint makes exactly its experiment's stage out of date."""
+    from pipeline import fake_paper_weights
+
+    root, env = project
+    fake_paper_weights(root)
+    experiments = [config()["experiments"][name] for name in paper_stages()]
+    weights = [Path(e["denoiser"]["path"]) for e in experiments] + [Path(e["classifier"]["weights"]) for e in experiments]
+    for path in weights:
+        target = root / path / "unet.safetensors" if (root / path).is_dir() else root / path
+        target.write_bytes(os.urandom(256))
+    dvc(root, "add", *map(str, weights), env=env)
+    git(root, "add", "-A")
+    assert all((root / f"{path}.dvc").is_file() for path in weights)
+    assert "cifar10" not in dvc(root, "repro", env=env)
+    log = dvc(root, "repro", "paper/dvc.yaml", env=env)
+    assert all(f"Running stage 'paper/dvc.yaml:{name}'" in log for name in paper_stages())
+    assert json.loads(dvc(root, "status", "paper/dvc.yaml", "--json", env=env)) == {}
+    classifier = root / config()["experiments"]["cifar10"]["classifier"]["weights"]
+    classifier.write_bytes(b"retrained")
+    status = json.loads(dvc(root, "status", "paper/dvc.yaml", "--json", env=env))
+    assert list(status) == ["paper/dvc.yaml:cifar10"], status
+    assert status["paper/dvc.yaml:cifar10"][0]["changed deps"] == {str(classifier.relative_to(root)): "modified"}

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from dualrs import tasks
 from dualrs.data import prepare_dataset
 from dualrs.models import create_model
+from dualrs.settings import EstimatorSettings
 from dualrs.tables import write_table
 from dualrs.train import Optim, consistency_loss, estimator_loss, train_classifier, train_estimator
 from torch.utils.data import TensorDataset
@@ -165,8 +166,8 @@ def test_task_drops_uncertified_inputs_and_passes_both_weights(digits_labels, tm
 
     monkeypatch.setattr(tasks, "train_estimator", record)
     out = tmp_path / "estimator.safetensors"
-    tasks.train_estimator_model(tasks.DataRef("digits", root / "data"), paths, out, "digits_cnn", {}, 1.0, None,
-                                40.0, 0.5, 2, Optim(1, 16, 1e-3), 0, None, "cpu", radius_weight=form)
+    settings = EstimatorSettings("digits_cnn", 1.0, Optim(1, 16, 1e-3), 0, radius_weight=form)
+    tasks.train_estimator_model(tasks.DataRef("digits", root / "data"), paths, None, out, settings, "cpu")
     frames = [pd.read_csv(paths[s], sep="\t") for s in (0.25, 1.0)]
     radii = np.stack([np.where(f["correct"] == 1, f["radius"], 0.0) for f in frames], axis=1)[7:]
     assert "dropped 7 of 60 training samples" in capsys.readouterr().out
@@ -189,13 +190,15 @@ def test_router_radius_weight_uses_each_experts_sigma(digits_labels, tmp_path, m
     experts = {"wide": paths[1.0], "narrow": paths[0.25]}  # class order: the largest sigma first
     out = tmp_path / "router.safetensors"
     data = tasks.DataRef("digits", root / "data")
-    tasks.train_estimator_model(data, experts, out, "digits_cnn", {}, 1.0, 0.5, 40.0, 0.5, 2, Optim(1, 16, 1e-3),
-                                0, None, "cpu", radius_weight="strong", expert_sigmas={"narrow": 0.25, "wide": 1.0})
+    settings = EstimatorSettings("digits_cnn", 1.0, Optim(1, 16, 1e-3), 0, temperature=0.5, radius_weight="strong",
+                                 expert_sigmas={"narrow": 0.25, "wide": 1.0})
+    tasks.train_estimator_model(data, experts, None, out, settings, "cpu")
     wide = pd.read_csv(paths[1.0], sep="\t")
     expected = np.where(wide["correct"] == 1, wide["radius"], 0.0)[7:]
     np.testing.assert_allclose(seen["radius"].numpy(), expected, rtol=1e-6)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["expert_sigmas"] == [1.0, 0.25] and meta["temperature"] == 0.5
     with pytest.raises(ValueError, match="needs the sigma of every expert"):
-        tasks.train_estimator_model(data, experts, out, "digits_cnn", {}, 1.0, None, 40.0, 0.5, 2,
-                                    Optim(1, 16, 1e-3), 0, None, "cpu", radius_weight="weak")
+        tasks.train_estimator_model(data, experts, None, out,
+                                    EstimatorSettings("digits_cnn", 1.0, Optim(1, 16, 1e-3), 0, radius_weight="weak"),
+                                    "cpu")
