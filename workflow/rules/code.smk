@@ -18,10 +18,29 @@ def syntax_tree(path):
     return ast.parse(path.read_text(), str(path))
 
 
+def type_checking_only(tree):
+    """Nodes under ``if TYPE_CHECKING:`` (annotations only: never imported when the command runs)."""
+    return {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and getattr(node.test, "id", getattr(node.test, "attr", None))
+        == "TYPE_CHECKING"
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+
+
 def imported_modules(path, top_level_only):
-    """Names of the dualrs modules ``path`` imports (only module-level statements with ``top_level_only``)."""
+    """Names of the dualrs modules ``path`` imports when run (only module-level statements with
+    ``top_level_only``; never those under ``if TYPE_CHECKING:``)."""
     tree = syntax_tree(path)
-    nodes = tree.body if top_level_only else ast.walk(tree)
+    skipped = type_checking_only(tree)
+    nodes = [
+        node
+        for node in (tree.body if top_level_only else ast.walk(tree))
+        if id(node) not in skipped
+    ]
     names = set()
     for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module == "dualrs":
