@@ -97,7 +97,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dualrs-dag-") as tmp:
         root = Path(tmp)
         checkout_copy(root)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}  # `dualrs`
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), *args.targets],

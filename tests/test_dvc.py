@@ -423,6 +423,7 @@ def paper_stages() -> dict:
     return yaml.safe_load((REPO / "paper" / "dvc.yaml").read_text())["stages"]
 
 
+@pytest.mark.slow
 def test_paper_stages_depend_on_the_weights_keys_and_code_of_their_experiment(tmp_path):
     """paper/dvc.yaml: one stage per paper experiment, whose deps are the checkpoints its config names (raw
     inputs, `dvc add`ed), the code, and whose params are its config keys; every out is a Snakemake output of
