@@ -4,8 +4,6 @@ Only wall time may differ between two runs: the ``time`` column of a certificate
 ``s/input`` column (its mean) of a table are left out of the comparison, and nothing else is
 (filelock's empty ``*.lock`` files beside the outputs are not results and are not compared).
 """
-import csv
-import io
 import json
 import shutil
 import subprocess
@@ -18,66 +16,9 @@ import torch
 from dualrs.data import prepare_dataset
 from dualrs.seeding import deterministic
 from pipeline import REPO, snakemake
+from scripts.compare_runs import differing_files, untimed
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-#: Wall-time columns: seconds per input in a certificate TSV, and its mean in a table.
-TIMING_COLUMNS = frozenset({"time", "s/input"})
-
-
-def _delimited(text: str, delimiter: str) -> str:
-    """A CSV/TSV text without its timing columns."""
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
-    keep = [i for i, name in enumerate(rows[0]) if name not in TIMING_COLUMNS]
-    out = io.StringIO()
-    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerows([[row[i] for i in keep] for row in rows])
-    return out.getvalue()
-
-
-def _rendered(text: str, separator: str, row_end: str) -> str:
-    """A Markdown (``|``) or LaTeX (``&``) table without its timing columns; other lines as they are."""
-    lines, drop = text.splitlines(), None
-    for k, line in enumerate(lines):
-        if separator not in line:
-            continue
-        body = line.rstrip().removesuffix(row_end)
-        cells = body.split(separator)
-        if drop is None:
-            drop = [i for i, cell in enumerate(cells) if cell.strip() in TIMING_COLUMNS]
-        lines[k] = separator.join(c for i, c in enumerate(cells) if i not in drop) + line[len(body):]
-    return "\n".join(lines)
-
-
-def _json(value):
-    """A JSON value without timing keys, at any depth."""
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items() if k not in TIMING_COLUMNS}
-    return [_json(v) for v in value] if isinstance(value, list) else value
-
-
-def untimed(path: Path) -> str | bytes:
-    """The content of a certificate or table file with its wall-time columns left out (other files: the bytes)."""
-    if path.suffix in (".tsv", ".csv"):
-        return _delimited(path.read_text(), "\t" if path.suffix == ".tsv" else ",")
-    if path.suffix == ".md":
-        return _rendered(path.read_text(), "|", "")
-    if path.suffix == ".tex":
-        return _rendered(path.read_text(), "&", "\\\\")
-    if path.suffix == ".json":
-        return json.dumps(_json(json.loads(path.read_text())), sort_keys=True)
-    return path.read_bytes()
-
-
-def differing_files(a: Path, b: Path, folders: list[str], pattern: str = "*") -> list[str]:
-    """Paths (relative) under ``folders`` that exist in only one of ``a``, ``b`` or differ outside timing columns."""
-    def files(root: Path) -> set[str]:
-        return {str(p.relative_to(root)) for f in folders for p in (root / f).rglob(pattern)
-                if p.is_file() and p.suffix != ".lock"}
-
-    names_a, names_b = files(a), files(b)
-    assert names_a, f"nothing under {folders} in {a}"
-    return sorted((names_a ^ names_b) | {n for n in names_a & names_b if untimed(a / n) != untimed(b / n)})
-
-
 def test_timing_columns_are_the_only_ones_left_out(tmp_path):
     tsv = tmp_path / "x.tsv"
     tsv.write_text("idx\tradius\ttime\n0\t0.5\t0.01\n")
@@ -91,6 +32,19 @@ def test_timing_columns_are_the_only_ones_left_out(tmp_path):
     js = tmp_path / "x.json"
     js.write_text(json.dumps({"dual": {"ACR": 0.3, "s/input": 0.02}}))
     assert untimed(js) == json.dumps({"dual": {"ACR": 0.3}})
+
+
+def test_compare_runs_names_what_differs_outside_timing_and_exits_1(tmp_path):
+    """scripts/compare_runs.py, README's check of two full runs."""
+    for run, radius, time in (("a", "0.5", "0.01"), ("b", "0.5", "0.02"), ("c", "0.4", "0.01")):
+        certify = tmp_path / run / "results" / "digits" / "certify"
+        certify.mkdir(parents=True)
+        (certify / "dual.tsv").write_text(f"idx\tradius\ttime\n0\t{radius}\t{time}\n")
+    script = [sys.executable, str(REPO / "scripts" / "compare_runs.py")]
+    same = subprocess.run([*script, str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True)
+    assert (same.returncode, same.stdout) == (0, "0 file(s) differ outside the timing columns\n")
+    other = subprocess.run([*script, str(tmp_path / "a"), str(tmp_path / "c")], capture_output=True, text=True)
+    assert (other.returncode, other.stdout.splitlines()[0]) == (1, "results/digits/certify/dual.tsv")
 
 
 def _train_denoiser(root: Path, out: Path) -> bytes:
