@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         sub.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
         if data:
-            sub.add_argument("--dataset", required=True, help="registry name: digits, cifar10, imagenet")
+            sub.add_argument("--dataset", required=True, help="registry name: digits, cifar10, imagenet, an installed plugin's")
             sub.add_argument("--root", type=Path, required=True, help="folder written by prepare-data")
             sub.add_argument("--data-options", type=json_object, default={}, help="JSON object")
         if sampling:

@@ -18,10 +18,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from dualrs.plugins import DATASETS_GROUP, MODELS_GROUP, plugin_names
+
 #: File names spell a σ as ``sigma<spelling>`` with this pattern (the ``sigma`` wildcard).
 SIGMA_PATTERN = r"[0-9]+(\.[0-9]+)?"
 #: Builders of ``dualrs.models`` (tests keep this equal to its registry; importing it would load torch).
 REGISTRY_ARCHS = ("cifar_resnet110", "cifar_resnet20", "digits_cnn", "digits_mlp")
+#: Built-in datasets of ``dualrs.data`` (tests keep this equal to its registry).
+REGISTRY_DATASETS = ("cifar10", "digits", "imagenet")
 #: Folders the report writes beside the experiments' own ``results/<experiment>``.
 RESERVED_EXPERIMENTS = ("ablations", "figures", "tables")
 #: Samples of scikit-learn's digits (``load_digits``) and its classes; CIFAR-10's splits.
@@ -183,7 +187,8 @@ def _images_in(folder: Path, enough: int) -> int:
 
 def _split_inputs(config: Mapping[str, Any], dataset: str, split: str, enough: int) -> tuple[int, str] | None:
     """Inputs of ``split`` after the dataset's own subsampling (counted up to ``enough`` for ImageNet) and
-    where the number comes from; None when unknown (an ImageNet folder that does not exist yet)."""
+    where the number comes from; None when unknown (an ImageNet folder that does not exist yet, a plugin's
+    dataset)."""
     options = config["data"].get(dataset, {})
     if dataset == "digits":
         test = math.ceil(options.get("test_fraction", 0.3) * DIGITS_SAMPLES)  # scikit-learn's rounding
@@ -194,6 +199,8 @@ def _split_inputs(config: Mapping[str, Any], dataset: str, split: str, enough: i
         inputs = math.ceil(CIFAR10_SPLITS[split] / every)
         return inputs, f"CIFAR-10 has {inputs} {split} images" + (
             f" with data.cifar10.test_every = {every}" if every > 1 else "")
+    if dataset != "imagenet":
+        return None  # a plugin's dataset: its size is known when it is prepared
     key, every_key = ("source", "every") if split == "test" else ("train_source", "train_every")
     source, every = options.get(key), options.get(every_key, 100)
     if source is None or not Path(source).expanduser().is_dir():
@@ -228,9 +235,19 @@ def _sampling_problems(config: Mapping[str, Any], name: str, key: str, split: st
     return []
 
 
+def dataset_names() -> list[str]:
+    """Built-in datasets and those of installed plugins (:mod:`dualrs.plugins`), without importing either."""
+    return sorted({*REGISTRY_DATASETS, *plugin_names(DATASETS_GROUP)})
+
+
 def data_problems(config: Mapping[str, Any]) -> list[str]:
-    """Dataset options that would fail or mislead when the data are prepared or loaded."""
-    problems = []
+    """Dataset names, and options that would fail or mislead when the data are prepared or loaded."""
+    known = dataset_names()
+    problems = [f"config: data.{name}: unknown dataset {name!r}; known: {', '.join(known)} (others are added "
+                f"by installing a package with a {DATASETS_GROUP!r} entry point)"
+                for name in config["data"] if name not in known]
+    problems += [f"config: experiments.{name}.data: unknown dataset {cfg['data']!r}; known: {', '.join(known)}"
+                 for name, cfg in config["experiments"].items() if cfg["data"] not in known]
     digits = config["data"].get("digits", {})
     if "test_fraction" in digits:
         test = math.ceil(digits["test_fraction"] * DIGITS_SAMPLES)
@@ -256,10 +273,12 @@ def arch_problems(arch: str, key: str) -> list[str]:
     :func:`model_problems`."""
     if arch.startswith(("timm/", "hf/")):
         return [] if arch.partition("/")[2] else [f"config: {key}: {arch!r} names no model after the prefix"]
-    if arch in REGISTRY_ARCHS:
+    known = sorted({*REGISTRY_ARCHS, *plugin_names(MODELS_GROUP)})
+    if arch in known:
         return []
-    return [f"config: {key}: unknown architecture {arch!r}; known: {', '.join(REGISTRY_ARCHS)}, "
-            "timm/<timm model name>, hf/<transformers class>"]
+    return [f"config: {key}: unknown architecture {arch!r}; known: {', '.join(known)}, "
+            f"timm/<timm model name>, hf/<transformers class> (others are added by installing a package with a "
+            f"{MODELS_GROUP!r} entry point)"]
 
 
 def _timm_problem(name: str, key: str) -> str | None:
@@ -391,7 +410,7 @@ def experiment_problems(config: Mapping[str, Any], name: str) -> list[str]:
     if name in RESERVED_EXPERIMENTS:
         problems.append(f"config: {where}: the name {name!r} is reserved (results/{name}/ holds every experiment's "
                         f"{name}); rename the experiment")
-    if cfg["data"] not in config["data"] and cfg["data"] != "digits":
+    if cfg["data"] in ("cifar10", "imagenet") and cfg["data"] not in config["data"]:
         problems.append(f"config: {where}.data is {cfg['data']!r}, but `data` has no block {cfg['data']!r}")
     if cfg["data"] == "imagenet" and config["data"].get("imagenet", {}).get("train_source") is None:
         problems.append(f"config: {where}.data is imagenet, whose training split (labels, finetuning) needs "

@@ -1,6 +1,7 @@
-"""Dataset registry: ``digits``, ``cifar10`` and ``imagenet``.
+"""Dataset registry: ``digits``, ``cifar10``, ``imagenet`` and those of installed plugins.
 
-Every dataset is described by a :class:`DatasetSpec` in :data:`DATASETS`. The
+Every dataset is described by a :class:`DatasetSpec`: the built-in ones in :data:`DATASETS`, others
+declared by installed packages in the entry point group ``dualrs.datasets`` (:mod:`dualrs.plugins`). The
 pipeline calls :func:`prepare_dataset` once per dataset (writing a stable
 on-disk form under ``data/{name}`` that ends with a ``READY`` manifest) and
 later :func:`load_split`, which yields ``(x, y)`` items with ``x`` a float32
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from dualrs.plugins import DATASETS_GROUP, load_plugin, plugin_names
 from dualrs.tables import atomic_file
 
 if TYPE_CHECKING:
@@ -460,11 +462,27 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def dataset_names() -> list[str]:
+    """The built-in datasets and those installed packages declare (entry point group ``dualrs.datasets``)."""
+    return sorted({*DATASETS, *plugin_names(DATASETS_GROUP)})
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry entry of ``name``: a built-in one, else the installed entry point of that name."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if name not in plugin_names(DATASETS_GROUP):
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}")
+    spec = load_plugin(DATASETS_GROUP, name)
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(f"entry point {name!r} of group {DATASETS_GROUP!r} is a {type(spec).__name__}, "
+                        "not a dualrs.data.DatasetSpec")
+    return spec
+
+
 def _resolve(name: str, options: dict[str, Any]) -> tuple[DatasetSpec, Any]:
     """Look up ``name`` and build its options, rejecting unknown ones."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
-    spec = DATASETS[name]
+    spec = dataset_spec(name)
     valid = [f.name for f in fields(spec.options)]
     unknown = sorted(set(options) - set(valid))
     if unknown:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dualrs.plugins import MODELS_GROUP, load_plugin, plugin_names
 from dualrs.validation import NonFiniteError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -36,7 +37,9 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY) + ["timm/<name>", "hf/<transformers class>"]
+    """Registered builders, those installed packages declare (entry point group ``dualrs.models``), and the
+    timm / transformers families."""
+    return sorted({*_REGISTRY, *plugin_names(MODELS_GROUP)}) + ["timm/<name>", "hf/<transformers class>"]
 
 
 def create_model(arch: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
@@ -45,9 +48,11 @@ def create_model(arch: str, num_classes: int, in_chans: int, **kwargs) -> nn.Mod
         return create_timm_model(arch.removeprefix("timm/"), num_classes, in_chans, **kwargs)
     if arch.startswith("hf/"):
         return create_hf_model(arch.removeprefix("hf/"), num_classes, in_chans, **kwargs)
-    if arch not in _REGISTRY:
-        raise ValueError(f"unknown model architecture {arch!r}; known: {', '.join(list_models())}")
-    return _REGISTRY[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if arch in _REGISTRY:
+        return _REGISTRY[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if arch in plugin_names(MODELS_GROUP):
+        return load_plugin(MODELS_GROUP, arch)(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    raise ValueError(f"unknown model architecture {arch!r}; known: {', '.join(list_models())}")
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:

@@ -1,7 +1,7 @@
 """Per-sample random streams and a repeatable process.
 
 Noise for sample ``i`` of stage ``s`` comes from a generator seeded by ``(seed, s, i)``, so
-certificates do not depend on sharding, batch size or resume point (DESIGN.md, "Randomness").
+certificates do not depend on sharding, batch size or resume point (docs/architecture.md, "Randomness").
 :func:`deterministic` makes the rest of a job (weight initialisation, data order, kernels, thread
 counts) a function of the seed and the thread count.
 """

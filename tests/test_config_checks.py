@@ -296,6 +296,13 @@ def test_registry_archs_are_the_model_registry():
     assert tuple(sorted(_REGISTRY)) == REGISTRY_ARCHS
 
 
+def test_registry_datasets_are_the_dataset_registry():
+    from dualrs.config_checks import REGISTRY_DATASETS
+    from dualrs.data import DATASETS
+
+    assert tuple(sorted(DATASETS)) == REGISTRY_DATASETS
+
+
 def test_unknown_timm_models_and_transformers_classes_are_found(tmp_path):
     cfg = config(ablations={"estimator_arch": ["digits_cnn", "timm/resnet18", "timm/resnet5O"]},
                  classifier={"arch": "timm/vit_base_patch16_224.augreg_in21k", "weights": str(tmp_path)})

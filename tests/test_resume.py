@@ -1,6 +1,6 @@
 """Certificates are reproducible whatever the batch size, sharding, interruption or concurrency.
 
-Noise for test input i comes from a generator seeded by (seed, stage, i) (DESIGN.md, "Randomness"),
+Noise for test input i comes from a generator seeded by (seed, stage, i) (docs/architecture.md, "Randomness"),
 so every column but ``time`` must be byte-identical across: two batch sizes; 1 vs 3 shards merged;
 a run killed with SIGKILL and rerun; 8 shard jobs run two at a time by Snakemake. The models are
 small digits CNNs trained for one epoch, so certificates mix classes, radii and abstentions.

@@ -12,6 +12,7 @@ from dualrs import plan
 from dualrs.config_checks import (
     SIGMA_PATTERN,
     config_problems,
+    dataset_names,
     config_warnings,
     sigma_spelling,
 )
@@ -55,7 +56,7 @@ EXPERIMENTS = PLAN.experiments
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
-    data="digits|cifar10|imagenet",
+    data="|".join(dataset_names()),
     sigma=SIGMA_PATTERN,
     it=r"[0-9]+",
     shard=r"[0-9]+",
