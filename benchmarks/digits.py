@@ -16,11 +16,13 @@ import torch
 from scipy.stats import norm
 
 from dualrs import data as datasets
-from dualrs.io import load_checkpoint
+from dualrs.assembly import DataSpec, load_classifiers, load_estimator
 from dualrs.labels import class_balance_weights, soft_labels
 from dualrs.models import create_model
 from dualrs.smoothing import clopper_pearson_lower
 from dualrs.train import Optim, train_classifier, train_estimator
+
+DIGITS = DataSpec("digits", num_classes=10, in_chans=1)
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,15 @@ def digits_models(
     models_dir: Path, sigmas: list[float], sigma_e: float, train: tuple[torch.Tensor, torch.Tensor],
     epochs: int, label_votes: int, seed: int,
 ) -> DigitsModels:
-    """Round-0 checkpoints from ``models_dir`` if all exist, else freshly trained models (on CPU)."""
+    """Round-0 checkpoints from ``models_dir`` if all exist (checked as the pipeline checks them), else freshly
+    trained models (on CPU); ``sigmas`` ascending."""
     paths = {s: models_dir / f"classifier_sigma{s:g}.safetensors" for s in sigmas}
     estimator_path = models_dir / "estimator_it0.safetensors"
     if all(p.is_file() for p in [*paths.values(), estimator_path]):
-        classifiers = {s: load_checkpoint(p)[0] for s, p in paths.items()}
-        return DigitsModels(classifiers, load_checkpoint(estimator_path)[0], f"checkpoints in {models_dir}")
+        cpu = torch.device("cpu")
+        classifiers, _ = load_classifiers(paths, cpu, DIGITS)
+        estimator = load_estimator(estimator_path, sigmas, cpu, DIGITS)
+        return DigitsModels(classifiers, estimator, f"checkpoints in {models_dir}")
     x, y = train
     optim = Optim(epochs=epochs, batch_size=64, lr=1e-3)
     classifiers = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,27 +15,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from dualrs import data as datasets
-from dualrs.cascade import CascadeSmooth
-from dualrs.dual import DualSmooth
+from dualrs.assembly import (DataSpec, Denoisers, ExpertSpec, inference_precision, load_cascade, load_dual,
+                             load_router, load_smooth)
 from dualrs.fingerprint import path_digest, sample_files_digest
 from dualrs.io import load_checkpoint, save_checkpoint
 from dualrs.labels import (adaptive_label, class_balance_weights, hard_labels, informative_rows, label_summary,
                            radius_matrix, radius_weights, soft_labels, training_subset)
-from dualrs.models import Autocast, check_finite_weights, checkpoint_kwargs, create_model
+from dualrs.models import check_finite_weights, checkpoint_kwargs, create_model
 from dualrs.progress import progress
-from dualrs.router import Expert, Router
 from dualrs.seeding import sample_generator
 from dualrs.settings import (CascadeSettings, DualSettings, EstimatorSettings, FinetuneSettings, RouterSettings,
                              RouteSettings, Sampling, SmoothedSettings)
-from dualrs.smoothing import Smooth
 from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTER_COLUMNS, file_digest,
                            read_table, resumable_table, write_table)
 from dualrs.train import Optim, route, train_classifier, train_classifier_at_routed_sigmas, train_estimator
-from dualrs.validation import check_checkpoint
 
 
 @dataclass(frozen=True)
@@ -51,6 +47,11 @@ class DataRef:
 
     def split(self, split: str) -> torch.utils.data.Dataset:
         return datasets.load_split(self.name, self.root, split, **self.options)
+
+    def spec(self) -> DataSpec:
+        """What a checkpoint used on this dataset must fit (:mod:`dualrs.assembly`)."""
+        info = self.info()
+        return DataSpec(self.name, info.num_classes, info.input_shape[0])
 
 
 def resolve_device(device: str) -> torch.device:
@@ -72,43 +73,6 @@ def prepare_data(data: DataRef, seed: int) -> None:
     sizes = json.loads((Path(data.root) / datasets.READY).read_text())["num_items"]
     splits = ", ".join(f"{split} {count} items" for split, count in sizes.items())
     print(f"prepare-data: wrote {data.name} to {data.root}: {splits}", file=sys.stderr)
-
-
-def inference_precision(precision: str, device: torch.device) -> str:
-    """The arithmetic models run in: ``precision`` on CUDA, float32 elsewhere."""
-    if precision not in INFERENCE_DTYPES:
-        raise ValueError(f"precision must be one of {sorted(INFERENCE_DTYPES)}, got {precision!r}")
-    return precision if device.type == "cuda" else "fp32"
-
-
-INFERENCE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
-
-class Denoisers:
-    """Lazily loaded diffusion denoiser, one view per σ sharing one UNet (Carlini et al. 2023); the models
-    they feed run in ``precision`` (:func:`inference_precision`)."""
-
-    def __init__(self, path: Path | None, device: torch.device, precision: str = "fp32"):
-        self.path, self.device, self._views = path, device, {}
-        self.dtype = INFERENCE_DTYPES[inference_precision(precision, device)]
-
-    def wrap(self, model: nn.Module, sigma: float) -> nn.Module:
-        """f ↦ f ∘ denoise_σ when a denoiser is configured, else f (under autocast in bf16)."""
-        if self.dtype is not None:
-            model = Autocast(model, self.dtype)
-        if self.path is None:
-            return model
-        from dualrs.denoise import DiffusionDenoiser
-
-        if sigma not in self._views:
-            if not self._views:
-                self._views[sigma] = DiffusionDenoiser.from_pretrained(self.path, sigma).to(self.device).eval()
-            else:
-                first = next(iter(self._views.values()))
-                self._views[sigma] = DiffusionDenoiser(first.unet, first.alphas_cumprod, sigma,
-                                                       first.prediction_type).to(self.device).eval()
-            self._views[sigma].requires_grad_(False)
-        return nn.Sequential(self._views[sigma], model)
 
 
 def train_denoiser(data: DataRef, out: Path, steps: int, batch_size: int, lr: float, seed: int, device: str) -> None:
@@ -150,10 +114,7 @@ def certify_smoothed(
     if radius_precision is not None and split != "train":
         raise ValueError(f"radius_precision applies to labels (split train), not to split {split!r}")
     device = resolve_device(device)
-    model, meta = load_checkpoint(classifier, device)
-    info = data.info()
-    check_checkpoint(meta, classifier, info.num_classes, info.input_shape[0], f"a classifier of dataset {data.name!r}")
-    smooth = Smooth(Denoisers(denoiser, device, sampling.precision).wrap(model, sigma), meta["num_classes"], sigma)
+    smooth = load_smooth(classifier, sigma, denoiser, device, data.spec(), sampling.precision)
     stage, columns = ("label", LABEL_COLUMNS) if split == "train" else ("certify", GLOBAL_COLUMNS)
     dataset = data.split(split)
     certify_split(dataset, sampling, stage, smoothed_row(smooth, sampling, radius_precision), out, columns,
@@ -181,26 +142,6 @@ def smoothed_row(
     return row
 
 
-def load_dual(
-    estimator: Path, classifiers: Mapping[float, Path], sigma_e: float, denoiser: Path | None, device: torch.device,
-    data: DataRef, precision: str = "fp32",
-) -> DualSmooth:
-    """DualSmooth from checkpoints for ``data``, its models in ``precision``; the estimator's class k is the
-    k-th smallest σ of its metadata."""
-    denoisers = Denoisers(denoiser, device, precision)
-    estimator_model, estimator_meta = load_checkpoint(estimator, device)
-    sigmas = sorted(float(s) for s in classifiers)
-    if estimator_meta.get("sigmas") != sigmas:
-        raise ValueError(f"estimator {estimator} was trained for sigmas {estimator_meta.get('sigmas')}, "
-                         f"but classifiers are given for {sigmas}")
-    info = data.info()
-    check_checkpoint(estimator_meta, estimator, len(sigmas), info.input_shape[0],
-                     f"an estimator over sigmas {sigmas} on dataset {data.name!r}")
-    models, num_classes = load_classifiers(classifiers.values(), device, data)
-    bases = {s: denoisers.wrap(models[Path(classifiers[s])], s) for s in sigmas}
-    return DualSmooth(denoisers.wrap(estimator_model, sigma_e), bases, sigma_e, num_classes)
-
-
 def certify_dual(
     data: DataRef, estimator: Path, classifiers: Mapping[float, Path], denoiser: Path | None, out: Path,
     settings: DualSettings, device: str,
@@ -211,7 +152,7 @@ def certify_dual(
     grid is settled (DualSmooth.certify)."""
     sampling, beta, adaptive, radii = settings.sampling, settings.beta, settings.adaptive, settings.radii
     device = resolve_device(device)
-    dual = load_dual(estimator, classifiers, settings.sigma_e, denoiser, device, data, sampling.precision)
+    dual = load_dual(estimator, classifiers, settings.sigma_e, denoiser, device, data.spec(), sampling.precision)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         cert = dual.certify(x, sampling.n0, sampling.n, sampling.alpha, beta, sampling.batch_size, generator,
@@ -235,10 +176,8 @@ def certify_cascade(
     :mod:`dualrs.cascade`), on the test split: idx label predict sigma radius stage correct time."""
     sampling = settings.sampling
     device = resolve_device(device)
-    denoisers = Denoisers(denoiser, device, sampling.precision)
-    models, num_classes = load_classifiers(classifiers.values(), device, data)
-    bases = {s: denoisers.wrap(models[Path(p)], s) for s, p in classifiers.items()}
-    cascade = CascadeSmooth(bases, num_classes, settings.threshold, settings.variant)
+    cascade = load_cascade(classifiers, denoiser, device, data.spec(), settings.threshold, settings.variant,
+                           sampling.precision)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         cert = cascade.certify(x, sampling.n0, sampling.n, sampling.alpha, sampling.batch_size, generator)
@@ -250,16 +189,6 @@ def certify_cascade(
                    "denoiser": optional_digest(denoiser), "classifiers": digests(classifiers)})
 
 
-@dataclass(frozen=True)
-class ExpertSpec:
-    """An expert RS model on disk: its checkpoint, noise level and optional denoiser directory."""
-
-    name: str
-    sigma: float
-    classifier: Path
-    denoiser: Path | None = None
-
-
 def certify_router(
     data: DataRef, router: Path, experts: Sequence[ExpertSpec], denoiser: Path | None, out: Path,
     settings: RouterSettings, device: str,
@@ -268,21 +197,7 @@ def certify_router(
     idx label predict expert sigma radius r_sigma r_c correct time. ``denoiser`` wraps the router."""
     sigma_e, beta, sampling = settings.sigma_e, settings.beta, settings.sampling
     device = resolve_device(device)
-    router_model, router_meta = load_checkpoint(router, device)
-    names = [e.name for e in experts]
-    if router_meta.get("experts") != names:
-        raise ValueError(f"router {router} was trained for experts {router_meta.get('experts')}, "
-                         f"but experts {names} are given")
-    info = data.info()
-    check_checkpoint(router_meta, router, len(experts), info.input_shape[0], f"a router over experts {names}")
-    loaded, num_classes = load_classifiers([e.classifier for e in experts], device, data)
-    denoisers: dict[Path | None, Denoisers] = {}  # one UNet per denoiser directory, shared across sigmas
-
-    def wrap(model: nn.Module, sigma: float, path: Path | None) -> nn.Module:
-        return denoisers.setdefault(path, Denoisers(path, device, sampling.precision)).wrap(model, sigma)
-
-    models = [Expert(e.name, e.sigma, wrap(loaded[Path(e.classifier)], e.sigma, e.denoiser)) for e in experts]
-    routed = Router(wrap(router_model, sigma_e, denoiser), models, sigma_e, num_classes)
+    routed = load_router(router, experts, sigma_e, denoiser, device, data.spec(), sampling.precision)
 
     def row(x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         cert = routed.certify(x, sampling.n0, sampling.n, sampling.alpha, beta, sampling.batch_size, generator)
@@ -351,20 +266,6 @@ def known_labels(dataset: torch.utils.data.Dataset) -> list[int] | None:
     if hasattr(dataset, "samples"):
         return [int(label) for _, label in dataset.samples]
     return None
-
-
-def load_classifiers(
-    paths: Iterable[Path | str], device: torch.device, data: DataRef,
-) -> tuple[dict[Path, nn.Module], int]:
-    """Each distinct checkpoint loaded once and checked against ``data``; their common class count."""
-    info, models, counts = data.info(), {}, set()
-    for path in dict.fromkeys(map(Path, paths)):
-        models[path], meta = load_checkpoint(path, device)
-        check_checkpoint(meta, path, info.num_classes, info.input_shape[0], f"a classifier of dataset {data.name!r}")
-        counts.add(meta["num_classes"])
-    if len(counts) != 1:
-        raise ValueError(f"classifiers disagree on the number of classes: {sorted(counts)}")
-    return models, counts.pop()
 
 
 def certify_split(

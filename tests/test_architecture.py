@@ -1,4 +1,4 @@
-"""The library's import graph (DESIGN.md, "Layers"): no cycles, no import of a higher layer, no Snakemake."""
+"""The library's import graph (docs/architecture.md, "Layers"): no cycles, no import of a higher layer, no Snakemake."""
 import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
@@ -8,8 +8,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dualrs"
 # Each module of dualrs and its layer: a module imports only modules of its own or a lower layer.
 LAYERS = {
     0: {"__init__", "validation", "tables", "seeding", "progress", "runlog", "gpu_slots", "published",
-        "config_checks"},  # foundations: no dualrs import
-    1: {"smoothing", "sequential", "routed", "dual", "router", "cascade", "models", "denoise", "data",
+        "config_checks", "plugins"},  # foundations: no dualrs import but another foundation
+    1: {"smoothing", "sequential", "routed", "dual", "router", "cascade", "assembly", "models", "denoise", "data",
         "fingerprint", "io", "labels", "train", "report", "convert", "memory", "compute"},  # the method
     2: {"settings", "tasks", "certify", "plan"},  # jobs: a command's inputs → library → outputs; the workflow's plan
     3: {"cli", "__main__"},  # entry points

@@ -318,7 +318,7 @@ def test_train_ddpm_rejects_mismatched_unet() -> None:
 
 
 def test_conditioning_scales_timestep_for_every_view(tmp_path: Path) -> None:
-    """A ``timestep_scale`` travels with the UNet, also to views built from it (as dualrs.tasks does)."""
+    """A ``timestep_scale`` travels with the UNet, also to views built from it (as dualrs.assembly does)."""
     unet, scheduler = tiny_unet(), DDPMScheduler(num_train_timesteps=4000, beta_schedule="squaredcos_cap_v2")
     save_denoiser(unet, scheduler, tmp_path / "d", {"timestep_scale": 0.25})
     loaded = DiffusionDenoiser.from_pretrained(tmp_path / "d", sigma=0.5)

@@ -1,12 +1,12 @@
-"""Inference arithmetic: bfloat16 autocast on CUDA, float32 elsewhere (dualrs.tasks.Denoisers, models.Autocast)."""
+"""Inference arithmetic: bfloat16 autocast on CUDA, float32 elsewhere (assembly.Denoisers, models.Autocast)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
+from dualrs.assembly import Denoisers, inference_precision
 from dualrs.models import Autocast
-from dualrs.tasks import Denoisers, inference_precision
 
 
 def test_precision_applies_on_cuda_only_and_unknown_names_are_refused():
