@@ -19,6 +19,7 @@ from dualrs import data as datasets
 from dualrs.assembly import DataSpec, load_classifiers, load_estimator
 from dualrs.labels import class_balance_weights, soft_labels
 from dualrs.models import create_model
+from dualrs.settings import EstimatorSettings, default
 from dualrs.smoothing import clopper_pearson_lower
 from dualrs.train import Optim, train_classifier, train_estimator
 
@@ -69,7 +70,7 @@ def digits_models(
     estimator = create_model("digits_cnn", len(sigmas), 1)
     train_estimator(estimator, x, torch.as_tensor(soft_labels(radii, 0.1), dtype=torch.float32),
                     torch.as_tensor(class_balance_weights(radii), dtype=torch.float32), sigma_e, optim, seed,
-                    lam=10.0)
+                    lam=10.0, **{key: default(EstimatorSettings, key) for key in ("eta", "copies", "class_weight")})
     return DigitsModels(classifiers, estimator, f"trained here ({epochs} epochs)")
 
 

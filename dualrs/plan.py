@@ -322,7 +322,7 @@ class Plan:
     # -------------------------------------------------------------- Monte Carlo sampling
 
     def num_shards(self, name: str, stage: str) -> int:
-        """Shard count of a merge_shards stage (labels/it<k>, router/labels, certify/..., router/certify)."""
+        """Shard count of a sharded stage (labels/it<k>, router/labels, certify/..., router/certify)."""
         if stage == "router/labels":
             return self.router_label(name)["shards"]
         return self.experiment(name)["label" if stage.startswith("labels") else "certify"]["shards"]
@@ -467,7 +467,7 @@ class Plan:
             "train_fraction": 1.0,
             "alpha_beta": [cfg["certify"]["alpha"], cfg["certify"]["beta"]],
             "temperature": "plain" if temperature is None else temperature,
-            "radius_weight": estimator.get("radius_weight", "strong"),
+            "radius_weight": estimator["radius_weight"],
             "class_weight": "both",
             "estimator_arch": estimator["arch"],
             "sigmas": cfg["sigmas"],

@@ -328,8 +328,9 @@ def train_estimator_model(
     init = {"weights": str(s.init_weights), "reinit_head": True} if s.init_weights is not None else {}
     estimator = create_model(s.arch, len(candidates), info.input_shape[0], **s.model_options, **init)
     model = Denoisers(denoiser, device).wrap(estimator, s.sigma_e)
-    history = train_estimator(model, x, targets, balance, s.sigma_e, s.optim, s.seed, s.lam, s.eta, s.copies, device,
-                              torch.as_tensor(w_r, dtype=torch.float32), class_weight=s.class_weight)
+    history = train_estimator(model, x, targets, balance, s.sigma_e, s.optim, s.seed, lam=s.lam, eta=s.eta,
+                              copies=s.copies, class_weight=s.class_weight, device=device,
+                              radius=torch.as_tensor(w_r, dtype=torch.float32))
     check_finite_weights(estimator, f"the estimator trained for {out}")
     save_checkpoint(out, estimator, {"arch": s.arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
                                      "model_kwargs": dict(s.model_options), "role": "estimator",

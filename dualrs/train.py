@@ -143,7 +143,7 @@ def consistency_loss(logits: torch.Tensor, lam: float, eta: float) -> torch.Tens
 
 def estimator_loss(
     logits: torch.Tensor, target: torch.Tensor, balance: torch.Tensor, radius: torch.Tensor, lam: float, eta: float,
-    class_weight: ClassWeight = "both",
+    class_weight: ClassWeight,
 ) -> torch.Tensor:
     """mean_i w_e(i)·(softCE(i) + w_r(i)·L_con(i)) (Sun et al. 2025, Sec. 5.1) for logits (m, B, K) of m noisy
     copies: softCE(i) = -mean_j Σ_k q_ik log p_jk(i); without a second copy (m = 1) there is no L_con.
@@ -160,12 +160,13 @@ def estimator_loss(
 
 def train_estimator(
     model: nn.Module, x: torch.Tensor, targets: torch.Tensor, balance: torch.Tensor,
-    sigma_e: float, optim: Optim, seed: int, lam: float = 40.0, eta: float = 0.5, copies: int = 2,
-    device: torch.device | str = "cpu", radius: torch.Tensor | None = None, class_weight: ClassWeight = "both",
+    sigma_e: float, optim: Optim, seed: int, *, lam: float, eta: float, copies: int, class_weight: ClassWeight,
+    device: torch.device | str = "cpu", radius: torch.Tensor | None = None,
 ) -> list[float]:
     """Minimise :func:`estimator_loss` towards ``targets`` (N×K) on m = ``copies`` views x + δ, δ ~ N(0, σ_e²I),
     with per-sample class-balance weights w_e = ``balance`` on the terms ``class_weight`` names and radius
-    weights w_r = ``radius`` (1 if None)."""
+    weights w_r = ``radius`` (1 if None). The paper's λ, η, m and w_e are the defaults of
+    :class:`dualrs.settings.EstimatorSettings`."""
     if copies < 1:
         raise ValueError(f"copies must be at least 1, got {copies}")
     radius = torch.ones(len(x)) if radius is None else radius

@@ -193,8 +193,8 @@ def test_every_ablation_resolves_and_reuses_the_experiments_own_runs(workdir):
     # one value per ablation differs from the experiment's setting; the others reuse its round-0 runs
     assert counts["ablation_report"] == 10 and counts["ablation_certify"] == 10
     assert counts["ablation_estimator"] == 9 and counts["train_estimator"] == 1 and counts["certify_dual"] == 1
-    assert counts["ablation_label"] == 3 * 2  # n_label=8: three sigmas, two label shards
-    assert counts["merge_ablation_shards"] == 10 + 3
+    assert counts["ablation_certify_training_set"] == 3 * 2  # n_label=8: three sigmas, two label shards
+    assert counts["merge_ablation_certificates"] == 10 and counts["merge_ablation_training_set_certificates"] == 3
     for flag in ("--lam 0 ", "--hard-labels", "--train-fraction 0.5", "--alpha 0.005 --beta 0.015", "--n 8 ",
                  "--temperature 0.5 ", "--radius-weight none ", "--class-weight none ", "--arch digits_mlp "):
         assert flag in out
@@ -247,14 +247,15 @@ def test_paper_configs_list_every_ablation_job(workdir):
     # digits: lam 0, 40; hard; n=100 (relabelled, 3 sigmas); fractions 0.2, 0.5; two alpha/beta splits;
     # temperatures 0.25, 0.1; radius weights weak, none; class weights ce, none; digits_mlp; three sigma pairs
     assert counts["ablation_report"] == 10 and counts["ablation_certify"] == 8 + 10
-    assert counts["ablation_estimator"] == 6 + 10 and counts["ablation_label"] == 3
+    assert counts["ablation_estimator"] == 6 + 10 and counts["ablation_certify_training_set"] == 3
     for name in ("cifar10/improved_diffusion_50M",):
         (workdir / "models" / name).mkdir(parents=True)
     (workdir / "models/cifar10/vit_base_patch16_224_cifar10.safetensors").touch()
     tables = [f"results/tables/ablations/cifar10_{a}.csv" for a in ABLATIONS]
     out = snakemake(workdir, *tables, "-n", "-p", "--cores", "8").stdout
     counts = job_counts(out)
-    assert counts["ablation_certify"] == (8 + 10) * 8 and counts["ablation_label"] == 3 * 8  # n=1000: 3 x 8 shards
+    assert counts["ablation_certify"] == (8 + 10) * 8
+    assert counts["ablation_certify_training_set"] == 3 * 8  # n=1000: 3 x 8 shards
     assert counts["ablation_report"] == 10 and counts["fetch_pretrained"] == 1
     assert "--arch cifar_resnet20 --model-options '{}'" in out
     train = next(line for line in out.splitlines()

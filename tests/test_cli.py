@@ -150,3 +150,23 @@ def test_flag_defaults_are_the_settings_defaults():
                 given = defaults[flag_of.get(field.name, field.name)]
                 given = tuple(given) if isinstance(given, list) else given  # --milestones: a list, Optim's a tuple
                 assert given == settings.default(cls, field.name), (name, cls.__name__, field.name)
+
+
+def test_schema_defaults_of_the_estimators_loss_are_the_settings_and_library_defaults():
+    """The schema spells the loss defaults out for Snakemake; they must be EstimatorSettings' (the CLI's and
+    the library's single source), and the cascade's variant CascadeSmooth's."""
+    import inspect
+
+    import yaml
+
+    from dualrs import settings
+    from dualrs.cascade import CascadeSmooth
+    from pipeline import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    estimator = schema["properties"]["experiments"]["additionalProperties"]["properties"]["estimator"]["properties"]
+    for key in ("lam", "eta", "copies", "radius_weight"):
+        assert estimator[key]["default"] == settings.default(settings.EstimatorSettings, key), key
+    assert estimator["temperature"]["default"] is settings.default(settings.EstimatorSettings, "temperature") is None
+    variant = inspect.signature(CascadeSmooth).parameters["variant"].default
+    assert variant == settings.default(settings.CascadeSettings, "variant")

@@ -87,9 +87,10 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory) -> PaperRun:
 @pytest.mark.slow
 def test_every_planned_job_ran(paper_run: PaperRun) -> None:
     assert paper_run.ran == paper_run.planned
-    for rule in ("prepare_data", "fetch_pretrained", "label", "train_estimator", "route_training_set",
+    for rule in ("prepare_data", "fetch_pretrained", "certify_training_set", "train_estimator", "route_training_set",
                  "finetune_shared_classifier", "certify_global", "certify_cascade", "certify_dual",
-                 "certify_dual_finetuned", "merge_shards", "report"):
+                 "certify_dual_finetuned", "merge_training_set_certificates", "merge_global_certificates",
+                 "merge_dual_certificates", "merge_cascade_certificates", "report"):
         assert paper_run.ran[rule] > 0, rule
 
 
@@ -124,7 +125,7 @@ def test_cifar10_ablations_plan(paper_run: PaperRun) -> None:
     tables = [f"results/tables/ablations/cifar10_{key}.csv" for key in keys]
     planned = planned_jobs(snakemake(paper_run.work, paper_run.env, tables, "-n"))
     assert planned["ablation_report"] == len(keys) and planned["ablation_estimator"] > 0
-    assert planned["ablation_certify"] > 0 and planned["ablation_label"] > 0
+    assert planned["ablation_certify"] > 0 and planned["ablation_certify_training_set"] > 0
 
 
 @pytest.mark.slow

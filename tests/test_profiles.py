@@ -128,7 +128,7 @@ def test_slurm_jobs_go_to_the_partition_of_their_kind(repo_copy):
             rules["cpu"].add(name)
             assert {partition} == cpu_partition and f"--cpus-per-task={threads}" in call, (name, call)
             assert not [option for option in call if option.startswith("--gpus")], (name, call)
-    assert {"label", "certify_global", "certify_dual"} <= rules["gpu"] & rules["cpu"]
+    assert {"certify_training_set", "certify_global", "certify_dual"} <= rules["gpu"] & rules["cpu"]
     assert "fetch_pretrained" in rules["cpu"]
 
 

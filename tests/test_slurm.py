@@ -21,15 +21,28 @@ SCRIPT = REPO / "scripts" / "local_slurm.sh"
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 TARGET = "results/tables/tiny.csv"
 
-LOCAL_RULES = {"prepare_data", "merge_shards", "report"}
+MERGE_RULES = {f"merge_{kind}" for kind in ("training_set_certificates", "global_certificates", "dual_certificates",
+                                           "cascade_certificates", "router_certificates",
+                                           "expert_training_set_certificates", "expert_certificates",
+                                           "ablation_certificates", "ablation_training_set_certificates")}
+LOCAL_RULES = {"prepare_data", "report", *MERGE_RULES}
 
 
 def rule_definitions() -> dict[str, str]:
-    """Body of every ``rule NAME:`` of workflow/rules/*.smk (``use rule`` inherits its parent's)."""
-    rules = {}
+    """Body of every ``rule NAME:`` of workflow/rules/*.smk; a ``use rule PARENT as NAME with:`` has its parent's
+    body followed by its overrides."""
+    rules, uses = {}, []
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        for match in re.finditer(r"^rule (\w+):\n((?:[ \t].*\n|\n)*)", path.read_text(), re.MULTILINE):
+        text = path.read_text()
+        for match in re.finditer(r"^rule (\w+):\n((?:[ \t].*\n|\n)*)", text, re.MULTILINE):
             rules[match.group(1)] = match.group(2)
+        uses += re.findall(r"^use rule (\w+) as (\w+) with:\n((?:[ \t].*\n|\n)*)", text, re.MULTILINE)
+    while uses:  # a parent may itself be a ``use rule``, in any file
+        ready = [use for use in uses if use[0] in rules]
+        assert ready, f"use rule of an undefined rule: {uses}"
+        for parent, name, overrides in ready:
+            rules[name] = rules[parent] + overrides
+            uses.remove((parent, name, overrides))
     return rules
 
 
@@ -48,7 +61,7 @@ def command_of(body: str) -> str:
 
 def test_every_job_declares_threads_memory_runtime_and_gpu_where_it_runs_a_model():
     rules = {name: body for name, body in rule_definitions().items() if "shell:" in body}
-    assert {"label", "certify_global", "merge_shards", "report", "prepare_data"} <= set(rules)
+    assert {"certify_training_set", "certify_global", "report", "prepare_data", *MERGE_RULES} <= set(rules)
     for name, body in rules.items():
         assert "threads:" in body and "mem_mb=" in body and "runtime=" in body, name
         assert ("gpu=" in body) == (command_of(body) not in HOST_COMMANDS), f"{name} runs dualrs {command_of(body)}"
@@ -184,9 +197,9 @@ def test_tiny_experiment_through_slurm_equals_a_local_run(tmp_path, cluster_dir)
     slurm_jobs = [line.split() for line in log.splitlines() if line.startswith("rule_")]
     assert len(slurm_jobs) == len(submitted) > 0
     rules = {comment.split("_wildcards_")[0] for comment, _, _, _ in slurm_jobs}
-    assert {"rule_train_classifier", "rule_label", "rule_certify_global", "rule_certify_dual"} <= rules
-    assert not rules & {"rule_prepare_data", "rule_merge_shards", "rule_report"}  # localrules ran here
-    assert "localrule merge_shards" in log and "localrule report" in log
+    assert {"rule_train_classifier", "rule_certify_training_set", "rule_certify_global", "rule_certify_dual"} <= rules
+    assert not rules & {f"rule_{name}" for name in LOCAL_RULES}  # localrules ran here
+    assert "localrule merge_training_set_certificates" in log and "localrule report" in log
     assert all(state == "COMPLETED" for _, state, _, _ in slurm_jobs)
     for comment, _, gpus, partition in slurm_jobs:  # GPU jobs got a GPU on the GPU partition, CPU jobs none
         cpu_job = comment.startswith("rule_certify_dual_wildcards_")

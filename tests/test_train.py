@@ -44,7 +44,7 @@ def test_estimator_loss_weights_both_terms_by_the_class_balance():
     w_e, w_r = torch.tensor([3.0, 0.5]), torch.tensor([2.0, 0.25])
     soft_ce = -(target * F.log_softmax(logits, -1)).sum(-1).mean(0)
     con = consistency_loss(logits, 40.0, 0.5)
-    new = estimator_loss(logits, target, w_e, w_r, 40.0, 0.5)
+    new = estimator_loss(logits, target, w_e, w_r, 40.0, 0.5, "both")
     torch.testing.assert_close(new, (w_e * (soft_ce + w_r * con)).mean())
     old = (w_e * soft_ce).mean() + (w_r * con).mean()  # w_e on the soft CE only
     assert not torch.isclose(new, old, rtol=1e-3)
@@ -63,7 +63,7 @@ def test_estimator_loss_without_a_second_copy_has_no_consistency_term():
     logits, target = _two_copies()
     w_e = torch.tensor([3.0, 0.5])
     soft_ce = -(target * F.log_softmax(logits[:1], -1)).sum(-1)[0]
-    torch.testing.assert_close(estimator_loss(logits[:1], target, w_e, torch.ones(2), 40.0, 0.5),
+    torch.testing.assert_close(estimator_loss(logits[:1], target, w_e, torch.ones(2), 40.0, 0.5, "both"),
                                (w_e * soft_ce).mean())
 
 
@@ -98,7 +98,8 @@ def test_estimator_fits_soft_targets_under_noise():
     model = create_model("digits_cnn", 2, 1)
     g = torch.Generator().manual_seed(4)
     balance, radius = 0.5 + torch.rand(len(x), generator=g), 2 * torch.rand(len(x), generator=g)
-    history = train_estimator(model, x, targets, balance, 0.25, Optim(8, 32, 3e-3), seed=0, lam=1.0, radius=radius)
+    history = train_estimator(model, x, targets, balance, 0.25, Optim(8, 32, 3e-3), seed=0, lam=1.0,
+                              eta=0.5, copies=2, class_weight="both", radius=radius)
     assert history[-1] < 0.7 * history[0]
     with torch.no_grad():
         votes = model(x + 0.25 * torch.randn_like(x)).argmax(1)
@@ -161,7 +162,7 @@ def test_task_drops_uncertified_inputs_and_passes_both_weights(digits_labels, tm
     seen = {}
 
     def record(model, x, targets, balance, *args, **kwargs):
-        seen.update(x=x, targets=targets, balance=balance, radius=args[-1])
+        seen.update(x=x, targets=targets, balance=balance, radius=kwargs["radius"])
         return [1.0]
 
     monkeypatch.setattr(tasks, "train_estimator", record)
@@ -186,7 +187,7 @@ def test_task_drops_uncertified_inputs_and_passes_both_weights(digits_labels, tm
 def test_router_radius_weight_uses_each_experts_sigma(digits_labels, tmp_path, monkeypatch):
     root, paths = digits_labels
     seen = {}
-    monkeypatch.setattr(tasks, "train_estimator", lambda *args, **kwargs: seen.update(radius=args[-1]) or [])
+    monkeypatch.setattr(tasks, "train_estimator", lambda *args, **kwargs: seen.update(radius=kwargs["radius"]) or [])
     experts = {"wide": paths[1.0], "narrow": paths[0.25]}  # class order: the largest sigma first
     out = tmp_path / "router.safetensors"
     data = tasks.DataRef("digits", root / "data")

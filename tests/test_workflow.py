@@ -62,7 +62,7 @@ def test_paper_dags_list_every_denoised_smoothing_job(workdir, name, certify_job
               if len(line.split()) == 2 and line.split()[1].isdigit()}
     # global sigmas, the round-0 estimator with round-0 and with finetuned classifiers (Table 1's rows)
     assert counts["certify_global"] + counts["certify_dual"] + counts["certify_dual_finetuned"] == certify_jobs
-    assert counts["train_estimator"] == 1 and "label" in counts
+    assert counts["train_estimator"] == 1 and "certify_training_set" in counts
     assert counts["fetch_pretrained"] == 1 and counts["report"] == 1 and counts["prepare_data"] == 1
     assert "--denoiser models/" in snakemake(workdir, "-n", "-p", "--cores", "8", f"results/tables/{name}.csv").stdout
 

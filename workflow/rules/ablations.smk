@@ -8,7 +8,7 @@
 include: "ablations_common.smk"
 
 
-rule ablation_label:
+use rule certify_training_set as ablation_certify_training_set with:
     input:
         ready,
         classifier=lambda wc: classifier_checkpoint(wc.experiment, 0, wc.sigma),
@@ -21,24 +21,8 @@ rule ablation_label:
         "logs/{experiment}/benchmark/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.tsv"
     wildcard_constraints:
         value=r"[0-9]+",
-    conda:
-        "../envs/dualrs.yaml"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
     params:
-        data=data_args,
         sampling=label_sampling_args,
-        alpha=lambda wc: exp(wc)["label"]["alpha"],
-        denoiser=denoiser_arg,
-        seed=config["seed"],
-        code=code("tasks"),
-    shell:
-        "dualrs label {params.data} --classifier {input.classifier} --sigma {wildcards.sigma} "
-        "{params.denoiser} {params.sampling} --alpha {params.alpha} --seed {params.seed} "
-        "--threads {threads} --out {output} > {log} 2>&1"
 
 
 rule ablation_estimator:
@@ -125,21 +109,14 @@ rule ablation_certify:
 
 
 localrules:
-    merge_ablation_shards,
+    merge_ablation_certificates,
+    merge_ablation_training_set_certificates,
     ablation_report,
 
 
-rule merge_ablation_shards:
+use rule merge_training_set_certificates as merge_ablation_certificates with:
     input:
-        lambda wc: [
-            f"results/{wc.experiment}/ablations/{wc.folder}/shards/{wc.name}_shard{k}.tsv"
-            for k in range(
-                num_shards(
-                    wc.experiment,
-                    "labels" if wc.name.startswith("sigma") else "certify",
-                )
-            )
-        ],
+        ablation_shard_tables("certify"),
     output:
         "results/{experiment}/ablations/{folder}/{name}.tsv",
     log:
@@ -147,18 +124,16 @@ rule merge_ablation_shards:
     benchmark:
         "logs/{experiment}/benchmark/ablations/{folder}/merge_{name}.tsv"
     wildcard_constraints:
-        folder=rf"({'|'.join(ABLATIONS)})/[^/]+(/labels)?",
-        name=r"certify|sigma[0-9]+(\.[0-9]+)?",
-    conda:
-        "../envs/dualrs.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        code=code("tables"),
-    shell:
-        "dualrs merge {input} --out {output} > {log} 2>&1"
+        folder=rf"({'|'.join(ABLATIONS)})/[^/]+",
+        name="certify",
+
+
+use rule merge_ablation_certificates as merge_ablation_training_set_certificates with:
+    input:
+        ablation_shard_tables("labels"),
+    wildcard_constraints:
+        folder=r"n_label/[0-9]+/labels",
+        name=rf"sigma{SIGMA_PATTERN}",
 
 
 rule ablation_report:

@@ -1,4 +1,5 @@
-# Ablation settings (dualrs.plan): value spellings in paths, which runs an ablation value reuses, CLI arguments.
+# Ablation settings (dualrs.plan): value spellings in paths, which runs an ablation value reuses, CLI arguments;
+# the shard tables of a merge.
 from dualrs.plan import ABLATIONS, ESTIMATOR_ABLATIONS
 
 planned(PLAN.check_ablations)()
@@ -25,3 +26,17 @@ def label_sampling_args(wildcards):
     return PLAN.sampling_flags(
         wildcards.experiment, settings, wildcards.shard, wildcards.value
     )
+
+
+def ablation_shard_tables(stage):
+    """Input function: the tables {folder}/shards/{name}_shard<k>.tsv (under ablations/),
+    k < the shard count of ``stage`` (labels, certify), that make up {folder}/{name}.tsv.
+    """
+
+    def tables(wildcards):
+        return [
+            f"results/{wildcards.experiment}/ablations/{wildcards.folder}/shards/{wildcards.name}_shard{k}.tsv"
+            for k in range(num_shards(wildcards.experiment, stage))
+        ]
+
+    return tables

@@ -87,9 +87,4 @@ use rule finetune_classifier as finetune_shared_classifier with:
     benchmark:
         "logs/{experiment}/benchmark/finetune/it{it}_shared.tsv"
     params:
-        data=data_args,
-        optim=lambda wc: optim_args(exp(wc)["finetune"]),
-        denoiser=denoiser_arg,
-        seed=config["seed"],
         sigma="",
-        code=code("tasks"),

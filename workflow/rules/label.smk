@@ -1,11 +1,18 @@
-# Estimator labels: every training sample certified under every sigma (Sun et al. 2025, Sec. 5.1).
+# Estimator labels: every training sample certified under every sigma (Sun et al. 2025, Sec. 5.1);
+# and the merges of every sharded stage, one rule per kind of table merged.
 
 
 localrules:
-    merge_shards,
+    merge_training_set_certificates,
+    merge_global_certificates,
+    merge_dual_certificates,
+    merge_cascade_certificates,
+    merge_router_certificates,
+    merge_expert_training_set_certificates,
+    merge_expert_certificates,
 
 
-rule label:
+rule certify_training_set:
     input:
         ready,
         classifier=lambda wc: classifier_checkpoint(wc.experiment, wc.it, wc.sigma),
@@ -36,7 +43,9 @@ rule label:
         "--threads {threads} --out {output} > {log} 2>&1"
 
 
-rule merge_shards:
+# The body of every merge of shards: the others (below and in ablations.smk) use it for their own
+# tables, so that a job's rule names the kind of table it merges.
+rule merge_training_set_certificates:
     input:
         lambda wc: [
             f"results/{wc.experiment}/{wc.stage}/shards/{wc.name}_shard{k}.tsv"
@@ -49,8 +58,8 @@ rule merge_shards:
     benchmark:
         "logs/{experiment}/benchmark/merge/{stage}/{name}.tsv"
     wildcard_constraints:
-        stage=r"labels/it[0-9]+|certify/global|certify/dual|certify|router/labels|router/certify",
-        name=r"[^/]+",
+        stage=r"labels/it[0-9]+",
+        name=rf"sigma{SIGMA_PATTERN}",
     conda:
         "../envs/dualrs.yaml"
     threads: 1
@@ -61,3 +70,39 @@ rule merge_shards:
         code=code("tables"),
     shell:
         "dualrs merge {input} --out {output} > {log} 2>&1"
+
+
+use rule merge_training_set_certificates as merge_global_certificates with:
+    wildcard_constraints:
+        stage="certify/global",
+        name=rf"sigma{SIGMA_PATTERN}",
+
+
+use rule merge_training_set_certificates as merge_dual_certificates with:
+    wildcard_constraints:
+        stage="certify/dual",
+        name=r"(finetuned_)?it[0-9]+",
+
+
+use rule merge_training_set_certificates as merge_cascade_certificates with:
+    wildcard_constraints:
+        stage="certify",
+        name=rf"cascade_({CASCADE_VARIANTS})",
+
+
+use rule merge_training_set_certificates as merge_router_certificates with:
+    wildcard_constraints:
+        stage="certify",
+        name="router",
+
+
+use rule merge_training_set_certificates as merge_expert_training_set_certificates with:
+    wildcard_constraints:
+        stage="router/labels",
+        name=r"[^/]+",
+
+
+use rule merge_training_set_certificates as merge_expert_certificates with:
+    wildcard_constraints:
+        stage="router/certify",
+        name=r"[^/]+",
