@@ -187,6 +187,17 @@ def test_train_fraction_outside_0_1_is_one_error_before_work(labelled, tmp_path,
     assert not (tmp_path / "e.safetensors").exists()
 
 
+def test_the_tiny_config_and_this_file_cover_every_ablation_of_the_plan():
+    """docs/architecture.md, "Add an ablation": a new ablation is added here and to tiny_ablation.yaml too."""
+    import yaml
+
+    from dualrs import plan
+
+    assert ABLATIONS == plan.ABLATIONS and set(OWN) == set(OTHER) == set(plan.ESTIMATOR_ABLATIONS)
+    config = yaml.safe_load(TINY.read_text())
+    assert tuple(config["experiments"]["tiny"]["ablations"]) == plan.ABLATIONS
+
+
 def test_every_ablation_resolves_and_reuses_the_experiments_own_runs(workdir):
     out = snakemake(workdir, "ablations", "-n", "-p", "--cores", "2", "--configfile", str(TINY)).stdout
     counts = job_counts(out)

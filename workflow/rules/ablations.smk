@@ -11,7 +11,7 @@ include: "ablations_common.smk"
 use rule certify_training_set as ablation_certify_training_set with:
     input:
         ready,
-        classifier=lambda wc: classifier_checkpoint(wc.experiment, 0, wc.sigma),
+        classifier=base_classifier,
         denoiser=denoiser_input,
     output:
         "results/{experiment}/ablations/n_label/{value}/labels/shards/sigma{sigma}_shard{shard}.tsv",
@@ -54,9 +54,9 @@ rule ablation_estimator:
             wc.experiment, wc.ablation, wc.value, input.labels
         ),
         model=lambda wc: ablation_model_args(wc.experiment, wc.ablation, wc.value),
-        weights=lambda wc, input: f"--weights {input.weights}" if input.weights else "",
+        weights=weights_arg,
         training=lambda wc: ablation_training_args(wc.experiment, wc.ablation, wc.value),
-        optim=lambda wc: optim_args(exp(wc)["estimator"]["train"]),
+        optim=training_optim("estimator"),
         sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
         denoiser=denoiser_arg,
         seed=config["seed"],
@@ -97,7 +97,7 @@ rule ablation_certify:
             wc.experiment, wc.ablation, wc.value
         ),
         sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
-        sampling=lambda wc: sampling_args(wc, "certify"),
+        sampling=sampling_args("certify"),
         levels=lambda wc: ablation_levels(wc.experiment, wc.ablation, wc.value),
         denoiser=denoiser_arg,
         seed=config["seed"],
@@ -171,7 +171,7 @@ rule ablation_report:
             shlex.quote(f"--dual={ablation_row(wc.experiment, wc.ablation, v)}={path}")
             for v, path in zip(ablation_values(wc.experiment, wc.ablation), input)
         ),
-        radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),
+        radii=radii_args,
         code=code("report"),
     shell:
         "dualrs report {params.dual_args} --radii {params.radii} --table {output.table} > {log} 2>&1"

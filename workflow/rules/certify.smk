@@ -5,7 +5,7 @@
 rule certify_global:
     input:
         ready,
-        classifier=lambda wc: classifier_checkpoint(wc.experiment, 0, wc.sigma),
+        classifier=base_classifier,
         denoiser=denoiser_input,
     output:
         "results/{experiment}/certify/global/shards/sigma{sigma}_shard{shard}.tsv",
@@ -22,7 +22,7 @@ rule certify_global:
         runtime=runtime,
     params:
         data=data_args,
-        sampling=lambda wc: sampling_args(wc, "certify"),
+        sampling=sampling_args("certify"),
         alpha=lambda wc: exp(wc)["certify"]["alpha"],
         denoiser=denoiser_arg,
         seed=config["seed"],
@@ -36,11 +36,8 @@ rule certify_global:
 rule certify_dual:
     input:
         ready,
-        estimator="results/{experiment}/models/estimator_it{it}.safetensors",
-        classifiers=lambda wc: [
-            classifier_checkpoint(wc.experiment, wc.it, s)
-            for s in sigmas(wc.experiment)
-        ],
+        estimator=rules.train_estimator.output.model,
+        classifiers=round_classifiers,
         denoiser=denoiser_input,
     output:
         "results/{experiment}/certify/dual/shards/it{it}_shard{shard}.tsv",
@@ -58,11 +55,11 @@ rule certify_dual:
     params:
         data=data_args,
         classifiers=lambda wc: classifier_args(wc.experiment, wc.it),
-        sigma_e=lambda wc: sigma_e(wc.experiment),
-        sampling=lambda wc: sampling_args(wc, "certify"),
-        levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
+        sigma_e=sigma_e,
+        sampling=sampling_args("certify"),
+        levels=certify_levels,
         adaptive=lambda wc: (
-            f"--adaptive --radii {' '.join(str(r) for r in radii(wc.experiment))}"
+            f"--adaptive --radii {radii_args(wc)}"
             if exp(wc)["certify"]["adaptive"]
             else ""
         ),
@@ -78,11 +75,8 @@ rule certify_dual:
 use rule certify_dual as certify_dual_finetuned with:
     input:
         ready,
-        estimator=lambda wc: f"results/{wc.experiment}/models/estimator_it{int(wc.it) - 1}.safetensors",
-        classifiers=lambda wc: [
-            classifier_checkpoint(wc.experiment, wc.it, s)
-            for s in sigmas(wc.experiment)
-        ],
+        estimator=previous_round_estimator,
+        classifiers=round_classifiers,
         denoiser=denoiser_input,
     output:
         "results/{experiment}/certify/dual/shards/finetuned_it{it}_shard{shard}.tsv",
@@ -117,7 +111,7 @@ rule certify_cascade:
     params:
         data=data_args,
         classifiers=lambda wc: classifier_args(wc.experiment, 0),
-        sampling=lambda wc: sampling_args(wc, "certify"),
+        sampling=sampling_args("certify"),
         # The cascade spends the dual certificate's whole budget alpha + beta (the published variant's
         # per-stage levels alpha/(k+1) sum to more; see dualrs.cascade).
         alpha=lambda wc: exp(wc)["certify"]["alpha"] + exp(wc)["certify"]["beta"],

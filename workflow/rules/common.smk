@@ -74,7 +74,6 @@ planned(PLAN.check_router)()
 
 existing = planned(plan.existing)
 sigmas = PLAN.sigmas
-sigma_e = PLAN.sigma_e
 radii = PLAN.radii
 classifier_checkpoint = PLAN.classifier_checkpoint
 classifier_args = PLAN.classifier_args
@@ -113,9 +112,91 @@ def denoiser_arg(wildcards, input):
     return f"--denoiser {input.denoiser}" if input.denoiser else ""
 
 
-def sampling_args(wildcards, stage):
-    """CLI Monte Carlo settings of ``stage`` (label / certify) and this job's shard."""
-    return PLAN.sampling_args(wildcards.experiment, stage, wildcards.shard)
+def sampling_args(stage):
+    """Params function: CLI Monte Carlo settings of ``stage`` (label / certify) and the job's shard."""
+
+    def args(wildcards):
+        return PLAN.sampling_args(wildcards.experiment, stage, wildcards.shard)
+
+    return args
+
+
+def sigma_e(wildcards):
+    """The experiment's sigma_e: its setting, else its largest sigma."""
+    return PLAN.sigma_e(wildcards.experiment)
+
+
+def certify_levels(wildcards):
+    """``--alpha a --beta b``: the experiment's certify levels."""
+    certify = exp(wildcards)["certify"]
+    return f"--alpha {certify['alpha']} --beta {certify['beta']}"
+
+
+def radii_args(wildcards):
+    """The experiment's radii, space-separated."""
+    return " ".join(str(r) for r in radii(wildcards.experiment))
+
+
+def base_classifier(wildcards):
+    """Round 0's classifier checkpoint of {sigma}."""
+    return classifier_checkpoint(wildcards.experiment, 0, wildcards.sigma)
+
+
+def round_classifiers(wildcards):
+    """Round {it}'s classifier checkpoints, one per sigma of the experiment."""
+    return [
+        classifier_checkpoint(wildcards.experiment, wildcards.it, s)
+        for s in sigmas(wildcards.experiment)
+    ]
+
+
+def previous_round_estimator(wildcards):
+    """Round {it}-1's estimator: train_estimator's model with it - 1."""
+    return rules.train_estimator.output.model.format(
+        experiment=wildcards.experiment, it=int(wildcards.it) - 1
+    )
+
+
+def model_arch(part):
+    """Params function: the architecture of ``part`` (classifier / estimator)."""
+
+    def arch(wildcards):
+        return exp(wildcards)[part]["arch"]
+
+    return arch
+
+
+def model_options(part):
+    """Params function: the model options of ``part`` (classifier / estimator), shell-quoted JSON."""
+
+    def options(wildcards):
+        return shlex.quote(json.dumps(exp(wildcards)[part]["options"]))
+
+    return options
+
+
+def training_optim(part):
+    """Params function: the optimizer arguments of ``part``'s (classifier / estimator) training."""
+
+    def optim(wildcards):
+        return optim_args(exp(wildcards)[part]["train"])
+
+    return optim
+
+
+def estimator_settings(wildcards):
+    """The experiment's estimator section (lam, eta, copies for the command)."""
+    return exp(wildcards)["estimator"]
+
+
+def estimator_targets(wildcards):
+    """CLI arguments of the estimator's training targets."""
+    return estimator_target_args(exp(wildcards)["estimator"])
+
+
+def weights_arg(wildcards, input):
+    """``--weights <path>`` when the job has initial weights, else nothing."""
+    return f"--weights {input.weights}" if input.weights else ""
 
 
 def gpu(wildcards):

@@ -5,7 +5,7 @@
 rule route_training_set:
     input:
         ready,
-        estimator=lambda wc: f"results/{wc.experiment}/models/estimator_it{int(wc.it) - 1}.safetensors",
+        estimator=previous_round_estimator,
         denoiser=denoiser_input,
     output:
         "results/{experiment}/routes/it{it}.tsv",
@@ -22,7 +22,7 @@ rule route_training_set:
         runtime=runtime,
     params:
         data=data_args,
-        sigma_e=lambda wc: sigma_e(wc.experiment),
+        sigma_e=sigma_e,
         n=lambda wc: exp(wc)["finetune"]["n_route"],
         batch_size=lambda wc: exp(wc)["batch_size"],
         precision=lambda wc: exp(wc).get("precision", "bf16"),
@@ -42,7 +42,7 @@ rule finetune_classifier:
         classifier=lambda wc: classifier_checkpoint(
             wc.experiment, int(wc.it) - 1, wc.sigma
         ),
-        routes="results/{experiment}/routes/it{it}.tsv",
+        routes=rules.route_training_set.output,
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/models/it{it}/classifier_sigma{sigma}.safetensors",
@@ -77,7 +77,7 @@ use rule finetune_classifier as finetune_shared_classifier with:
         classifier=lambda wc: classifier_checkpoint(
             wc.experiment, int(wc.it) - 1, sigmas(wc.experiment)[0]
         ),
-        routes="results/{experiment}/routes/it{it}.tsv",
+        routes=rules.route_training_set.output,
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/models/it{it}/classifier_shared.safetensors",

@@ -32,7 +32,7 @@ rule certify_training_set:
         runtime=runtime,
     params:
         data=data_args,
-        sampling=lambda wc: sampling_args(wc, "label"),
+        sampling=sampling_args("label"),
         alpha=lambda wc: exp(wc)["label"]["alpha"],
         denoiser=denoiser_arg,
         seed=config["seed"],

@@ -21,9 +21,9 @@ rule train_classifier:
         runtime=runtime,
     params:
         data=data_args,
-        arch=lambda wc: exp(wc)["classifier"]["arch"],
-        options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
-        optim=lambda wc: optim_args(exp(wc)["classifier"]["train"]),
+        arch=model_arch("classifier"),
+        options=model_options("classifier"),
+        optim=training_optim("classifier"),
         seed=config["seed"],
         code=code("tasks"),
     shell:
@@ -63,8 +63,8 @@ rule fetch_pretrained:
         runtime=60,
     params:
         data=data_args,
-        arch=lambda wc: exp(wc)["classifier"]["arch"],
-        options=lambda wc: shlex.quote(json.dumps(exp(wc)["classifier"]["options"])),
+        arch=model_arch("classifier"),
+        options=model_options("classifier"),
         code=code("tasks"),
     shell:
         "dualrs fetch-pretrained {params.data} --arch {params.arch} --model-options {params.options} "

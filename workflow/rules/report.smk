@@ -72,7 +72,7 @@ rule report:
             shlex.quote(f"{flag}={name}={path}")
             for flag, name, path in report_rows(wc.experiment)
         ),
-        radii=lambda wc: " ".join(str(r) for r in radii(wc.experiment)),
+        radii=radii_args,
         code=code("report"),
     shell:
         "dualrs report {params.global_args} {params.row_args} --radii {params.radii} "

@@ -68,16 +68,16 @@ rule train_router:
             f"--expert-labels {e['name']}={p}"
             for e, p in zip(router_experts(wc.experiment), input.labels)
         ),
-        arch=lambda wc: exp(wc)["estimator"]["arch"],
-        options=lambda wc: shlex.quote(json.dumps(exp(wc)["estimator"]["options"])),
-        optim=lambda wc: optim_args(exp(wc)["estimator"]["train"]),
-        estimator=lambda wc: exp(wc)["estimator"],
-        targets=lambda wc: estimator_target_args(exp(wc)["estimator"]),
+        arch=model_arch("estimator"),
+        options=model_options("estimator"),
+        optim=training_optim("estimator"),
+        estimator=estimator_settings,
+        targets=estimator_targets,
         expert_sigmas=lambda wc: " ".join(
             f"--expert-sigma {e['name']}={e['sigma']}"
             for e in router_experts(wc.experiment)
         ),
-        sigma_e=lambda wc: sigma_e(wc.experiment),
+        sigma_e=sigma_e,
         denoiser=denoiser_arg,
         seed=config["seed"],
         code=code("tasks"),
@@ -92,7 +92,7 @@ rule train_router:
 rule certify_router:
     input:
         ready,
-        router="results/{experiment}/models/router.safetensors",
+        router=rules.train_router.output.model,
         experts=lambda wc: [
             path
             for e in router_experts(wc.experiment)
@@ -118,9 +118,9 @@ rule certify_router:
         experts=lambda wc: " ".join(
             f"--expert {expert_json(e)}" for e in router_experts(wc.experiment)
         ),
-        sigma_e=lambda wc: sigma_e(wc.experiment),
-        sampling=lambda wc: sampling_args(wc, "certify"),
-        levels=lambda wc: f"--alpha {exp(wc)['certify']['alpha']} --beta {exp(wc)['certify']['beta']}",
+        sigma_e=sigma_e,
+        sampling=sampling_args("certify"),
+        levels=certify_levels,
         denoiser=denoiser_arg,
         seed=config["seed"],
         code=code("tasks"),
