@@ -7,6 +7,7 @@ are plain functions of experiment names and values, so they are tested without S
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -151,10 +152,13 @@ def optim_args(settings: Mapping[str, Any], batch_flag: str = "--batch-size") ->
 
 
 def estimator_target_args(estimator: Mapping[str, Any]) -> str:
-    """--temperature (absent: the paper's plain softmax of the radii) and --radius-weight of train-estimator."""
-    temperature = estimator.get("temperature")
+    """train-estimator's targets and loss weights of an ``estimator`` section: --temperature (absent: the
+    paper's plain softmax of the radii), --hard-labels, --radius-weight, --class-weight, --train-fraction."""
+    temperature = estimator["temperature"]
     args = f"--temperature {temperature} " if temperature is not None else ""
-    return args + f"--radius-weight {estimator.get('radius_weight', 'strong')}"
+    args += "--hard-labels " if estimator["labels"] == "hard" else ""
+    return (args + f"--radius-weight {estimator['radius_weight']} --class-weight {estimator['class_weight']} "
+            f"--train-fraction {estimator['train_fraction']}")
 
 
 def expert_json(spec: Mapping[str, Any]) -> str:
@@ -327,15 +331,14 @@ class Plan:
             return self.router_label(name)["shards"]
         return self.experiment(name)["label" if stage.startswith("labels") else "certify"]["shards"]
 
-    def sampling_flags(self, name: str, settings: Mapping[str, Any], shard: int | str, n: int | str | None = None
-                       ) -> str:
-        """CLI Monte Carlo flags of a sampling block (n0, n, every, shards; ``n`` overrides its n), the job's
+    def sampling_flags(self, name: str, settings: Mapping[str, Any], shard: int | str) -> str:
+        """CLI Monte Carlo flags of a sampling block (n0, n, every, shards), the job's
         ``shard`` and the experiment's inference precision; --radius-precision where the block sets
         radius_precision (label blocks only: config_checks refuses it in certify)."""
         precision = settings.get("radius_precision")
         adaptive = "" if precision is None else f" --radius-precision {precision}"
         cfg = self.experiment(name)
-        return (f"--n0 {settings['n0']} --n {n or settings['n']} --batch-size {cfg['batch_size']} "
+        return (f"--n0 {settings['n0']} --n {settings['n']} --batch-size {cfg['batch_size']} "
                 f"--every {settings['every']} --shard {shard} --num-shards {settings['shards']} "
                 f"--precision {cfg.get('precision', 'bf16')}{adaptive}")
 
@@ -459,62 +462,52 @@ class Plan:
         """The experiment's own setting of the ablated quantity, as a configured value would give it."""
         cfg = self.experiment(name)
         estimator = cfg["estimator"]
-        temperature = estimator.get("temperature")
+        temperature = estimator["temperature"]
         return {
             "lam": estimator["lam"],
-            "labels": "soft",
+            "labels": estimator["labels"],
             "n_label": cfg["label"]["n"],
-            "train_fraction": 1.0,
+            "train_fraction": estimator["train_fraction"],
             "alpha_beta": [cfg["certify"]["alpha"], cfg["certify"]["beta"]],
             "temperature": "plain" if temperature is None else temperature,
             "radius_weight": estimator["radius_weight"],
-            "class_weight": "both",
+            "class_weight": estimator["class_weight"],
             "estimator_arch": estimator["arch"],
             "sigmas": cfg["sigmas"],
         }[ablation]
 
     def is_experiment_setting(self, name: str, ablation: str, value: str) -> bool:
-        """Whether the path value is the experiment's own setting of the ablated quantity."""
+        """Whether the ablation value spelled ``value`` is the experiment's own setting."""
         return value == ablation_value(ablation, self.own_setting(name, ablation))
 
-    def ablation_sigmas(self, name: str, ablation: str, value: str) -> list[float]:
-        """The candidate set Σ of an ablation value: the ablated subset, else the experiment's sigmas."""
-        if ablation == "sigmas":
-            return sorted(float(sigma) for sigma in self.ablation_setting(name, ablation, value))
-        return self.sigmas(name)
-
-    def ablation_sigma_e(self, name: str, ablation: str, value: str) -> float:
-        """sigma_e of an ablation value: the experiment's, or max Σ of the ablated candidate set when it has none."""
-        return self.experiment(name)["sigma_e"] or max(self.ablation_sigmas(name, ablation, value))
+    def ablated(self, name: str, ablation: str, value: str) -> Plan:
+        """The plan with experiment ``name``'s ablated setting set to the value spelled ``value``: the ablation
+        jobs are the experiment's round-0 jobs under this plan (another architecture starts from its builder's
+        defaults, without the experiment's weights; another candidate set keeps sigma_e, else takes its max)."""
+        setting = self.ablation_setting(name, ablation, value)
+        cfg = copy.deepcopy(self.experiment(name))
+        estimator = cfg["estimator"]
+        if ablation == "n_label":
+            cfg["label"]["n"] = setting
+        elif ablation == "alpha_beta":
+            cfg["certify"]["alpha"], cfg["certify"]["beta"] = setting
+        elif ablation == "sigmas":
+            cfg["sigmas"] = sorted(setting)
+        elif ablation == "estimator_arch":
+            estimator.update(arch=setting, options={}, weights=None)
+        elif ablation == "temperature":
+            estimator["temperature"] = None if setting == "plain" else setting
+        else:  # lam, labels, train_fraction, radius_weight, class_weight: estimator keys of the same name
+            estimator[ablation] = setting
+        return Plan({**self.config, "experiments": {**self.experiments, name: cfg}})
 
     def ablation_labels(self, name: str, ablation: str, value: str) -> list[str]:
-        """Per-sigma label tables the estimator of this ablation value is trained on."""
+        """Per-sigma label tables the estimator of this ablation value is trained on: its own for another
+        n_label, else the experiment's round-0 labels of the value's candidate sigmas."""
+        sigmas = self.ablated(name, ablation, value).sigmas(name)
         if ablation == "n_label" and not self.is_experiment_setting(name, ablation, value):
-            return [f"{ablation_dir(name, ablation, value)}/labels/sigma{sigma_spelling(s)}.tsv"
-                    for s in self.sigmas(name)]
-        return [f"results/{name}/labels/it0/sigma{sigma_spelling(s)}.tsv"
-                for s in self.ablation_sigmas(name, ablation, value)]
-
-    def ablation_label_args(self, name: str, ablation: str, value: str, labels: Iterable[str]) -> str:
-        """--labels SIGMA=TSV of each candidate sigma of the ablation value."""
-        return " ".join(f"--labels {sigma_spelling(s)}={path}"
-                        for s, path in zip(self.ablation_sigmas(name, ablation, value), labels))
-
-    def ablation_model_args(self, name: str, ablation: str, value: str) -> str:
-        """--arch and --model-options of the estimator: the ablated architecture with its builder's defaults,
-        else the experiment's."""
-        if ablation == "estimator_arch":
-            return f"--arch {shlex.quote(self.ablation_setting(name, ablation, value))} --model-options '{{}}'"
-        estimator = self.experiment(name)["estimator"]
-        return (f"--arch {shlex.quote(estimator['arch'])} "
-                f"--model-options {shlex.quote(json.dumps(estimator['options']))}")
-
-    def ablation_init_weights(self, name: str, ablation: str) -> list[str]:
-        """The experiment's initial estimator weights, if any; none for another architecture."""
-        weights = self.experiment(name)["estimator"]["weights"]
-        if not weights or ablation == "estimator_arch":
-            return []
-        return [existing(weights, "estimator.weights", name)]
+            return [f"{ablation_dir(name, ablation, value)}/labels/sigma{sigma_spelling(s)}.tsv" for s in sigmas]
+        return [f"results/{name}/labels/it0/sigma{sigma_spelling(s)}.tsv" for s in sigmas]
 
     def ablation_estimator(self, name: str, ablation: str, value: str) -> str:
         """The estimator an ablation value certifies with: the experiment's round-0 one where nothing it is
@@ -528,39 +521,6 @@ class Plan:
         if self.is_experiment_setting(name, ablation, value):
             return f"results/{name}/certify/dual/it0.tsv"
         return f"{ablation_dir(name, ablation, value)}/certify.tsv"
-
-    def ablation_classifiers(self, name: str, ablation: str, value: str) -> dict[float, str]:
-        """Round-0 classifier checkpoint of each candidate sigma of the ablation value."""
-        return {s: self.classifier_checkpoint(name, 0, s) for s in self.ablation_sigmas(name, ablation, value)}
-
-    def ablation_classifier_args(self, name: str, ablation: str, value: str) -> str:
-        return " ".join(f"--classifier {sigma_spelling(s)}={path}"
-                        for s, path in self.ablation_classifiers(name, ablation, value).items())
-
-    def ablation_levels(self, name: str, ablation: str, value: str) -> str:
-        """CLI failure probabilities of certification: the ablated [alpha, beta] or the experiment's."""
-        if ablation == "alpha_beta":
-            alpha, beta = value.split("_")
-        else:
-            alpha, beta = self.experiment(name)["certify"]["alpha"], self.experiment(name)["certify"]["beta"]
-        return f"--alpha {alpha} --beta {beta}"
-
-    def ablation_training_args(self, name: str, ablation: str, value: str) -> str:
-        """train-estimator options of the loss and targets, the ablated one changed from the experiment's."""
-        estimator = dict(self.experiment(name)["estimator"])
-        if ablation in ("lam", "radius_weight"):
-            estimator[ablation] = value
-        if ablation == "temperature":
-            estimator["temperature"] = None if value == "plain" else value
-        args = (f"{estimator_target_args(estimator)} --lam {estimator['lam']} --eta {estimator['eta']} "
-                f"--copies {estimator['copies']}")
-        if ablation == "labels" and value == "hard":
-            args += " --hard-labels"
-        if ablation == "train_fraction":
-            args += f" --train-fraction {value}"
-        if ablation == "class_weight":
-            args += f" --class-weight {value}"
-        return args
 
     def ablation_tables(self, names: Iterable[str]) -> list[str]:
         """Every configured ablation table of the given experiments."""

@@ -165,8 +165,9 @@ def test_schema_defaults_of_the_estimators_loss_are_the_settings_and_library_def
 
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     estimator = schema["properties"]["experiments"]["additionalProperties"]["properties"]["estimator"]["properties"]
-    for key in ("lam", "eta", "copies", "radius_weight"):
+    for key in ("lam", "eta", "copies", "radius_weight", "class_weight", "train_fraction"):
         assert estimator[key]["default"] == settings.default(settings.EstimatorSettings, key), key
+    assert (estimator["labels"]["default"] == "hard") is settings.default(settings.EstimatorSettings, "hard") is False
     assert estimator["temperature"]["default"] is settings.default(settings.EstimatorSettings, "temperature") is None
     variant = inspect.signature(CascadeSmooth).parameters["variant"].default
     assert variant == settings.default(settings.CascadeSettings, "variant")

@@ -209,7 +209,7 @@ def test_shards_of_each_merge_stage():
 def test_sampling_flags(paper):
     assert paper.sampling_args("cifar10", "certify", 3) == (
         "--n0 100 --n 10000 --batch-size 500 --every 1 --shard 3 --num-shards 8 --precision bf16")
-    assert paper.sampling_flags("digits", paper.experiment("digits")["label"], "0", n="100") == (
+    assert paper.ablated("digits", "n_label", "100").sampling_args("digits", "label", "0") == (
         "--n0 32 --n 100 --batch-size 1000 --every 1 --shard 0 --num-shards 1 --precision bf16")
     adaptive = plan(experiment("digits", precision="fp32", label={"radius_precision": 0.05}))
     assert adaptive.sampling_args("digits", "label", 1).endswith(
@@ -232,8 +232,9 @@ def test_data_and_training_arguments(paper):
     assert optim_args(paper.experiment("cifar10")["estimator"]["train"]).endswith(
         "--optimizer adamw --gamma 0.5 --precision fp32 --milestones 30 60")
     assert estimator_target_args(paper.experiment("digits_dds")["estimator"]) == (
-        "--temperature 0.25 --radius-weight strong")
-    assert estimator_target_args(paper.experiment("imagenet")["estimator"]) == "--radius-weight weak"
+        "--temperature 0.25 --radius-weight strong --class-weight both --train-fraction 1.0")
+    assert estimator_target_args(paper.experiment("imagenet")["estimator"]) == (
+        "--radius-weight weak --class-weight both --train-fraction 1.0")
 
 
 def test_sigma_e_and_radii(paper):
@@ -275,8 +276,8 @@ def test_an_ablation_value_equal_to_the_experiments_setting_reuses_its_runs(pape
         "results/cifar10/ablations/alpha_beta/0.00025_0.00075/certify.tsv")
     assert paper.ablation_certificates("cifar10", "alpha_beta", "0.0005_0.0005") == (
         "results/cifar10/certify/dual/it0.tsv")
-    assert paper.ablation_levels("cifar10", "alpha_beta", "0.00025_0.00075") == "--alpha 0.00025 --beta 0.00075"
-    assert paper.ablation_levels("cifar10", "lam", "10") == "--alpha 0.0005 --beta 0.0005"
+    assert paper.ablated("cifar10", "alpha_beta", "0.00025_0.00075").experiment("cifar10")["certify"] == {
+        **paper.experiment("cifar10")["certify"], "alpha": 0.00025, "beta": 0.00075}
     assert paper.ablation_labels("cifar10", "n_label", "1000") == [
         f"results/cifar10/ablations/n_label/1000/labels/sigma{s}.tsv" for s in ("0.25", "0.5", "1")]
     assert paper.ablation_labels("cifar10", "n_label", "100")[0] == "results/cifar10/labels/it0/sigma0.25.tsv"
@@ -285,28 +286,41 @@ def test_an_ablation_value_equal_to_the_experiments_setting_reuses_its_runs(pape
 def test_a_sigmas_ablation_uses_its_candidate_set(paper):
     labels = paper.ablation_labels("cifar10", "sigmas", "0.25_1")
     assert labels == ["results/cifar10/labels/it0/sigma0.25.tsv", "results/cifar10/labels/it0/sigma1.tsv"]
-    assert paper.ablation_label_args("cifar10", "sigmas", "0.25_1", labels) == (
-        "--labels 0.25=results/cifar10/labels/it0/sigma0.25.tsv --labels 1=results/cifar10/labels/it0/sigma1.tsv")
-    assert paper.ablation_sigma_e("cifar10", "sigmas", "0.25_0.5") == 0.5
-    assert paper.ablation_sigma_e("digits", "sigmas", "0.25_0.5") == 0.5  # digits sets sigma_e = 0.5
-    assert paper.ablation_classifier_args("cifar10", "sigmas", "0.5_1") == (
+    assert paper.ablated("cifar10", "sigmas", "0.25_0.5").sigma_e("cifar10") == 0.5
+    assert paper.ablated("digits", "sigmas", "0.25_0.5").sigma_e("digits") == 0.5  # digits sets sigma_e = 0.5
+    assert paper.ablated("cifar10", "sigmas", "0.5_1").classifier_args("cifar10", 0) == (
         "--classifier 0.5=results/cifar10/models/classifier_pretrained.safetensors "
         "--classifier 1=results/cifar10/models/classifier_pretrained.safetensors")
 
 
+def test_an_ablation_is_the_experiment_with_one_setting_overridden(paper):
+    """Every other key of the experiment, and every other experiment, is the configuration's."""
+    own = paper.experiment("cifar10")
+    for ablation in paper.experiment("cifar10")["ablations"]:
+        for value in paper.ablation_values("cifar10", ablation):
+            ablated = paper.ablated("cifar10", ablation, value)
+            changed = {key for key in own if ablated.experiment("cifar10")[key] != own[key]}
+            changed |= {f"estimator.{key}" for key in own["estimator"]
+                        if ablated.experiment("cifar10")["estimator"][key] != own["estimator"][key]}
+            assert changed <= {"estimator", "label", "certify", "sigmas", f"estimator.{ablation}",
+                               "estimator.arch", "estimator.options", "estimator.weights", "estimator.temperature"}
+            assert (not changed) == paper.is_experiment_setting("cifar10", ablation, value), (ablation, value)
+            assert ablated.experiment("imagenet") == paper.experiment("imagenet")
+    assert paper.experiment("cifar10") == own  # the configuration's plan is untouched
+
+
 def test_ablation_training_and_model_arguments(paper):
-    assert paper.ablation_training_args("cifar10", "temperature", "plain") == (
-        "--radius-weight strong --lam 40.0 --eta 0.5 --copies 2")
-    assert paper.ablation_training_args("cifar10", "temperature", "0.1").startswith("--temperature 0.1 ")
-    assert paper.ablation_training_args("cifar10", "lam", "10") == (
-        "--radius-weight strong --lam 10 --eta 0.5 --copies 2")
-    assert paper.ablation_training_args("cifar10", "labels", "hard").endswith(" --hard-labels")
-    assert paper.ablation_training_args("cifar10", "train_fraction", "0.2").endswith(" --train-fraction 0.2")
-    assert paper.ablation_model_args("cifar10", "estimator_arch", "cifar_resnet20") == (
-        "--arch cifar_resnet20 --model-options '{}'")
-    assert paper.ablation_model_args("imagenet", "lam", "10") == (
-        """--arch timm/resnet50 --model-options '{"input_size": 224}'""")
-    assert paper.ablation_init_weights("cifar10", "lam") == []
+    def targets(ablation, value):
+        return estimator_target_args(paper.ablated("cifar10", ablation, value).experiment("cifar10")["estimator"])
+
+    assert targets("temperature", "plain") == "--radius-weight strong --class-weight both --train-fraction 1.0"
+    assert targets("temperature", "0.1").startswith("--temperature 0.1 --radius-weight strong ")
+    assert targets("labels", "hard").startswith("--hard-labels ")
+    assert targets("train_fraction", "0.2").endswith(" --train-fraction 0.2")
+    assert targets("class_weight", "none") == "--radius-weight strong --class-weight none --train-fraction 1.0"
+    assert paper.ablated("cifar10", "lam", "10").experiment("cifar10")["estimator"]["lam"] == 10
+    arch = paper.ablated("cifar10", "estimator_arch", "cifar_resnet20").experiment("cifar10")["estimator"]
+    assert (arch["arch"], arch["options"], arch["weights"]) == ("cifar_resnet20", {}, None)
     assert paper.ablation_tables(["digits16", "cifar10"])[:2] == [
         "results/tables/ablations/cifar10_lam.csv", "results/tables/ablations/cifar10_labels.csv"]
 
@@ -316,7 +330,7 @@ def test_ablations_that_are_not_configured_or_not_spelled_are_refused(paper):
         paper.ablation_values("digits16", "lam")
     with pytest.raises(PlanError, match=r"^config: experiments.cifar10.ablations.estimator_arch has no value spelled "
                                         r"'x'$"):
-        paper.ablation_model_args("cifar10", "estimator_arch", "x")
+        paper.ablated("cifar10", "estimator_arch", "x")
     paper.check_ablations()
     same = plan(experiment("digits16", ablations={"sigmas": [[0.25, 0.5], [0.5, 0.25]]}))
     with pytest.raises(PlanError) as error:

@@ -85,7 +85,7 @@ def test_slurm_profile_submits_the_paper_jobs_with_their_resources(tmp_path):
     for name, line in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.MULTILINE):
         jobs.setdefault(name, []).append(dict(item.split("=", 1) for item in line.split(", ")))
     gpu_job = {"gpu": "1", "cpus_per_gpu": "1", "mem_mb": "32000", "runtime": "1440"}
-    for name in ("label", "train_estimator", "certify_global", "certify_dual"):
+    for name in ("certify_training_set", "train_estimator", "certify_global", "certify_dual"):
         assert jobs[name] and all({key: job.get(key) for key in gpu_job} == gpu_job for job in jobs[name]), name
     assert jobs["fetch_pretrained"] and all("gpu" not in job for job in jobs["fetch_pretrained"])
     # the partition is the plugin's choice from profiles/slurm/partitions.yaml, by the gpu resource

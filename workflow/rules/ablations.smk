@@ -1,8 +1,8 @@
 # One-factor ablations of round-0 dual RS (round-0 classifiers, estimator trained from round-0 labels):
-# each varies one setting over the values in experiments.<experiment>.ablations and certifies the test
-# split with the experiment's certify settings; one table per ablation, one row per value.
-# A value equal to the experiment's own setting reuses its round-0 estimator and certificates; a `sigmas` value
-# (a candidate set Sigma) trains the estimator on those sigmas' round-0 labels and certifies with their classifiers.
+# each varies one setting over the values in experiments.<experiment>.ablations; one table per ablation,
+# one row per value. An ablation value's jobs are the experiment's round-0 rules under the plan with that
+# setting overridden (plan_of, dualrs.plan.Plan.ablated). A value equal to the experiment's own setting
+# reuses its round-0 estimator and certificates.
 
 
 include: "ablations_common.smk"
@@ -14,22 +14,21 @@ use rule certify_training_set as ablation_certify_training_set with:
         classifier=base_classifier,
         denoiser=denoiser_input,
     output:
-        "results/{experiment}/ablations/n_label/{value}/labels/shards/sigma{sigma}_shard{shard}.tsv",
+        "results/{experiment}/ablations/{ablation}/{value}/labels/shards/sigma{sigma}_shard{shard}.tsv",
     log:
-        "logs/{experiment}/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.log",
+        "logs/{experiment}/ablations/{ablation}/{value}/label/sigma{sigma}_shard{shard}.log",
     benchmark:
-        "logs/{experiment}/benchmark/ablations/n_label/{value}/label/sigma{sigma}_shard{shard}.tsv"
+        "logs/{experiment}/benchmark/ablations/{ablation}/{value}/label/sigma{sigma}_shard{shard}.tsv"
     wildcard_constraints:
+        ablation="n_label",
         value=r"[0-9]+",
-    params:
-        sampling=label_sampling_args,
 
 
-rule ablation_estimator:
+use rule train_estimator as ablation_estimator with:
     input:
         ready,
         labels=lambda wc: ablation_labels(wc.experiment, wc.ablation, wc.value),
-        weights=lambda wc: ablation_init_weights(wc.experiment, wc.ablation),
+        weights=estimator_weights,
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/ablations/{ablation}/{value}/estimator.safetensors",
@@ -41,39 +40,13 @@ rule ablation_estimator:
     wildcard_constraints:
         ablation="|".join(ESTIMATOR_ABLATIONS),
         value=r"[^/]+",
-    conda:
-        "../envs/dualrs.yaml"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    params:
-        data=data_args,
-        labels=lambda wc, input: ablation_label_args(
-            wc.experiment, wc.ablation, wc.value, input.labels
-        ),
-        model=lambda wc: ablation_model_args(wc.experiment, wc.ablation, wc.value),
-        weights=weights_arg,
-        training=lambda wc: ablation_training_args(wc.experiment, wc.ablation, wc.value),
-        optim=training_optim("estimator"),
-        sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
-        denoiser=denoiser_arg,
-        seed=config["seed"],
-        code=code("tasks"),
-    shell:
-        "dualrs train-estimator {params.data} {params.labels} {params.model} "
-        "{params.weights} --sigma-e {params.sigma_e} {params.training} "
-        "{params.optim} {params.denoiser} --seed {params.seed} --threads {threads} --out {output.model} > {log} 2>&1"
 
 
-rule ablation_certify:
+use rule certify_dual as ablation_certify with:
     input:
         ready,
         estimator=lambda wc: ablation_estimator(wc.experiment, wc.ablation, wc.value),
-        classifiers=lambda wc: list(
-            ablation_classifiers(wc.experiment, wc.ablation, wc.value).values()
-        ),
+        classifiers=round_classifiers,
         denoiser=denoiser_input,
     output:
         "results/{experiment}/ablations/{ablation}/{value}/shards/certify_shard{shard}.tsv",
@@ -84,28 +57,6 @@ rule ablation_certify:
     wildcard_constraints:
         ablation="|".join(ABLATIONS),
         value=r"[^/]+",
-    conda:
-        "../envs/dualrs.yaml"
-    threads: 1
-    resources:
-        gpu=gpu,
-        mem_mb=mem_mb,
-        runtime=runtime,
-    params:
-        data=data_args,
-        classifiers=lambda wc: ablation_classifier_args(
-            wc.experiment, wc.ablation, wc.value
-        ),
-        sigma_e=lambda wc: ablation_sigma_e(wc.experiment, wc.ablation, wc.value),
-        sampling=sampling_args("certify"),
-        levels=lambda wc: ablation_levels(wc.experiment, wc.ablation, wc.value),
-        denoiser=denoiser_arg,
-        seed=config["seed"],
-        code=code("tasks"),
-    shell:
-        "dualrs certify-dual {params.data} --estimator {input.estimator} {params.classifiers} "
-        "--sigma-e {params.sigma_e} {params.denoiser} {params.sampling} {params.levels} "
-        "--seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
 localrules:

@@ -54,7 +54,7 @@ rule certify_dual:
         runtime=runtime,
     params:
         data=data_args,
-        classifiers=lambda wc: classifier_args(wc.experiment, wc.it),
+        classifiers=round_classifier_args,
         sigma_e=sigma_e,
         sampling=sampling_args("certify"),
         levels=certify_levels,

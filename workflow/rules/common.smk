@@ -85,8 +85,28 @@ report_rows = PLAN.report_rows
 CASCADE_VARIANTS = "|".join(CASCADE_ROWS)  # dualrs certify-cascade --variant
 
 
+def plan_of(wildcards):
+    """The plan of a job: the configuration's, or for an ablation job ({ablation}, {value}) the configuration
+    with the experiment's ablated setting overridden (dualrs.plan.Plan.ablated)."""
+    if "ablation" in wildcards.keys():
+        return planned(PLAN.ablated)(
+            wildcards.experiment, wildcards.ablation, wildcards.value
+        )
+    return PLAN
+
+
 def exp(wildcards):
-    return PLAN.experiment(wildcards.experiment)
+    return plan_of(wildcards).experiment(wildcards.experiment)
+
+
+def job_round(wildcards):
+    """The job's classifier round: {it}; 0 for an ablation (ablations vary round-0 dual RS)."""
+    return wildcards.get("it", "0")
+
+
+def candidate_sigmas(wildcards):
+    """The candidate set of the job's plan."""
+    return plan_of(wildcards).sigmas(wildcards.experiment)
 
 
 @functools.cache
@@ -116,14 +136,16 @@ def sampling_args(stage):
     """Params function: CLI Monte Carlo settings of ``stage`` (label / certify) and the job's shard."""
 
     def args(wildcards):
-        return PLAN.sampling_args(wildcards.experiment, stage, wildcards.shard)
+        return plan_of(wildcards).sampling_args(
+            wildcards.experiment, stage, wildcards.shard
+        )
 
     return args
 
 
 def sigma_e(wildcards):
     """The experiment's sigma_e: its setting, else its largest sigma."""
-    return PLAN.sigma_e(wildcards.experiment)
+    return plan_of(wildcards).sigma_e(wildcards.experiment)
 
 
 def certify_levels(wildcards):
@@ -143,11 +165,18 @@ def base_classifier(wildcards):
 
 
 def round_classifiers(wildcards):
-    """Round {it}'s classifier checkpoints, one per sigma of the experiment."""
+    """The job's round's classifier checkpoints, one per candidate sigma."""
     return [
-        classifier_checkpoint(wildcards.experiment, wildcards.it, s)
-        for s in sigmas(wildcards.experiment)
+        classifier_checkpoint(wildcards.experiment, job_round(wildcards), s)
+        for s in candidate_sigmas(wildcards)
     ]
+
+
+def round_classifier_args(wildcards):
+    """``--classifier sigma=path`` of each candidate sigma, the job's round."""
+    return plan_of(wildcards).classifier_args(
+        wildcards.experiment, job_round(wildcards)
+    )
 
 
 def previous_round_estimator(wildcards):
@@ -192,6 +221,16 @@ def estimator_settings(wildcards):
 def estimator_targets(wildcards):
     """CLI arguments of the estimator's training targets."""
     return estimator_target_args(exp(wildcards)["estimator"])
+
+
+def estimator_weights(wildcards):
+    """The estimator's initial weights, when its plan has them (they must exist)."""
+    weights = exp(wildcards)["estimator"]["weights"]
+    return (
+        [existing(weights, "estimator.weights", wildcards.experiment)]
+        if weights
+        else []
+    )
 
 
 def weights_arg(wildcards, input):

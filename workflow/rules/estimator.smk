@@ -8,15 +8,7 @@ rule train_estimator:
             f"results/{wc.experiment}/labels/it{wc.it}/sigma{fmt(s)}.tsv"
             for s in sigmas(wc.experiment)
         ],
-        weights=lambda wc: (
-            [
-                existing(
-                    exp(wc)["estimator"]["weights"], "estimator.weights", wc.experiment
-                )
-            ]
-            if exp(wc)["estimator"]["weights"]
-            else []
-        ),
+        weights=estimator_weights,
         denoiser=denoiser_input,
     output:
         model="results/{experiment}/models/estimator_it{it}.safetensors",
@@ -36,7 +28,7 @@ rule train_estimator:
         data=data_args,
         labels=lambda wc, input: " ".join(
             f"--labels {fmt(s)}={p}"
-            for s, p in zip(sigmas(wc.experiment), input.labels)
+            for s, p in zip(candidate_sigmas(wc), input.labels)
         ),
         arch=model_arch("estimator"),
         options=model_options("estimator"),
