@@ -58,6 +58,7 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     data="|".join(dataset_names()),
     sigma=SIGMA_PATTERN,
+    noise=SIGMA_PATTERN,
     it=r"[0-9]+",
     shard=r"[0-9]+",
     expert=r"[A-Za-z0-9_.=-]+",
@@ -221,6 +222,12 @@ def estimator_settings(wildcards):
 def estimator_targets(wildcards):
     """CLI arguments of the estimator's training targets."""
     return estimator_target_args(exp(wildcards)["estimator"])
+
+
+def training_noise(wildcards):
+    """The Gaussian noise a classifier trains under: {noise} for one classifier shared by every sigma
+    (denoised smoothing), else the classifier's {sigma}."""
+    return wildcards.get("noise", wildcards.get("sigma"))
 
 
 def estimator_weights(wildcards):

@@ -23,23 +23,24 @@ rule train_classifier:
         data=data_args,
         arch=model_arch("classifier"),
         options=model_options("classifier"),
+        noise=training_noise,
         optim=training_optim("classifier"),
         seed=config["seed"],
         code=code("tasks"),
     shell:
         "dualrs train-classifier {params.data} --arch {params.arch} --model-options {params.options} "
-        "--sigma {wildcards.sigma} {params.optim} --seed {params.seed} --threads {threads} "
+        "--sigma {params.noise} {params.optim} --seed {params.seed} --threads {threads} "
         "--out {output.model} > {log} 2>&1"
 
 
 use rule train_classifier as train_shared_classifier with:
     output:
-        model="results/{experiment}/models/classifier_noise{sigma}.safetensors",
-        meta="results/{experiment}/models/classifier_noise{sigma}.json",
+        model="results/{experiment}/models/classifier_noise{noise}.safetensors",
+        meta="results/{experiment}/models/classifier_noise{noise}.json",
     log:
-        "logs/{experiment}/train_classifier/noise{sigma}.log",
+        "logs/{experiment}/train_classifier/noise{noise}.log",
     benchmark:
-        "logs/{experiment}/benchmark/train_classifier/noise{sigma}.tsv"
+        "logs/{experiment}/benchmark/train_classifier/noise{noise}.tsv"
 
 
 rule fetch_pretrained:
