@@ -28,6 +28,7 @@ include: "workflow/rules/ablations.smk"
 
 
 rule all:
+    """The tables and figures of the default experiments."""
     default_target: True
     input:
         default_targets(),

@@ -1,4 +1,5 @@
 """The Snakemake workflow: a whole-DAG run on a tiny config, the paper's DAGs dry-run, config errors."""
+import re
 import shutil
 import subprocess
 import sys
@@ -114,3 +115,11 @@ def test_conda_env_installs_the_tested_versions_and_this_package():
         for block in path.read_text().split("\nrule ")[1:]:
             if "shell:" in block:
                 assert 'conda:\n        "../envs/dualrs.yaml"' in block, f"{path.name}: rule {block.split(':')[0]}"
+
+
+def test_every_rule_says_what_its_job_does(workdir):
+    """`snakemake --list-rules` (README, "The paper's steps in the workflow"): a description for every rule."""
+    listed = snakemake(workdir, "--list-rules").stdout
+    rules = re.findall(r"^(\w+)(?: \((.+)\))?$", listed, re.MULTILINE)
+    assert len(rules) >= 30 and {"certify_dual", "train_estimator", "ablation_estimator"} <= {r for r, _ in rules}
+    assert [rule for rule, description in rules if not description] == []

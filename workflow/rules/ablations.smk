@@ -9,6 +9,7 @@ include: "ablations_common.smk"
 
 
 use rule certify_training_set as ablation_certify_training_set with:
+    """Labels for the n_label ablation: the training set certified with n = {value} draws, one shard."""
     input:
         ready,
         classifier=base_classifier,
@@ -25,6 +26,7 @@ use rule certify_training_set as ablation_certify_training_set with:
 
 
 use rule train_estimator as ablation_estimator with:
+    """Ablation {ablation} = {value}: the round-0 estimator trained with that one setting changed."""
     input:
         ready,
         labels=lambda wc: ablation_labels(wc.experiment, wc.ablation, wc.value),
@@ -43,6 +45,7 @@ use rule train_estimator as ablation_estimator with:
 
 
 use rule certify_dual as ablation_certify with:
+    """Ablation {ablation} = {value}: round-0 dual RS on the test set with that one setting changed, one shard."""
     input:
         ready,
         estimator=lambda wc: ablation_estimator(wc.experiment, wc.ablation, wc.value),
@@ -66,6 +69,7 @@ localrules:
 
 
 use rule merge_training_set_certificates as merge_ablation_certificates with:
+    """The shards of an ablation's certification, joined."""
     input:
         ablation_shard_tables("certify"),
     output:
@@ -80,6 +84,7 @@ use rule merge_training_set_certificates as merge_ablation_certificates with:
 
 
 use rule merge_ablation_certificates as merge_ablation_training_set_certificates with:
+    """The shards of the n_label ablation's labels, joined."""
     input:
         ablation_shard_tables("labels"),
     wildcard_constraints:
@@ -88,6 +93,7 @@ use rule merge_ablation_certificates as merge_ablation_training_set_certificates
 
 
 rule ablation_report:
+    """The table of ablation {ablation}: one row per value."""
     input:
         lambda wc: [
             ablation_certificates(wc.experiment, wc.ablation, v)
@@ -129,5 +135,6 @@ rule ablation_report:
 
 
 rule ablations:
+    """Every ablation table of the default experiments."""
     input:
         ablation_tables(config["default_targets"]),

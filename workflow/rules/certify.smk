@@ -3,6 +3,7 @@
 
 
 rule certify_global:
+    """Standard RS at global sigma on the test set, one shard (Cohen et al. 2019): the baselines."""
     input:
         ready,
         classifier=base_classifier,
@@ -34,6 +35,7 @@ rule certify_global:
 
 
 rule certify_dual:
+    """Dual RS of round {it} on the test set, one shard: R = min(R_sigma, R_c) at level 1 - alpha - beta (Theorem 4.2)."""
     input:
         ready,
         estimator=rules.train_estimator.output.model,
@@ -73,6 +75,7 @@ rule certify_dual:
 
 
 use rule certify_dual as certify_dual_finetuned with:
+    """The paper's headline row: the round-{it}-1 estimator with the round-{it} finetuned classifiers (Table 1)."""
     input:
         ready,
         estimator=previous_round_estimator,
@@ -87,6 +90,7 @@ use rule certify_dual as certify_dual_finetuned with:
 
 
 rule certify_cascade:
+    """The Multiscale baseline (Jeong & Shin 2023), variant {variant}, one shard."""
     input:
         ready,
         classifiers=lambda wc: [

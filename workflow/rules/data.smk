@@ -5,6 +5,7 @@ localrules:
 
 
 rule prepare_data:
+    """Dataset {data}: its training and test splits, written once in a stable on-disk form."""
     output:
         "data/{data}/READY",
     log:

@@ -2,6 +2,7 @@
 
 
 rule train_estimator:
+    """Variance estimator of round {it}: softmax-of-radii targets, loss E[w_e (softCE + w_r L_con)] on sigma_e-noised inputs (Sec. 5.1)."""
     input:
         ready,
         labels=lambda wc: [

@@ -3,6 +3,7 @@
 
 
 rule route_training_set:
+    """The sigma the round-{it} estimator picks for every training input, for finetuning (Sec. 5.2)."""
     input:
         ready,
         estimator=previous_round_estimator,
@@ -37,6 +38,7 @@ rule route_training_set:
 
 
 rule finetune_classifier:
+    """Round {it}: classifier f_sigma finetuned on the training inputs routed to sigma (Sec. 5.2)."""
     input:
         ready,
         classifier=lambda wc: classifier_checkpoint(
@@ -72,6 +74,7 @@ rule finetune_classifier:
 
 
 use rule finetune_classifier as finetune_shared_classifier with:
+    """Round {it}: the shared classifier finetuned on every input under its routed sigma (Sec. 5.2)."""
     input:
         ready,
         classifier=lambda wc: classifier_checkpoint(

@@ -13,6 +13,7 @@ localrules:
 
 
 rule certify_training_set:
+    """Labels: every training input certified under sigma by CERTIFY with N_label draws (Sec. 5.1), one shard."""
     input:
         ready,
         classifier=lambda wc: classifier_checkpoint(wc.experiment, wc.it, wc.sigma),
@@ -46,6 +47,7 @@ rule certify_training_set:
 # The body of every merge of shards: the others (below and in ablations.smk) use it for their own
 # tables, so that a job's rule names the kind of table it merges.
 rule merge_training_set_certificates:
+    """The shards of a training-set certification, joined into one table per sigma."""
     input:
         lambda wc: [
             f"results/{wc.experiment}/{wc.stage}/shards/{wc.name}_shard{k}.tsv"
@@ -73,36 +75,42 @@ rule merge_training_set_certificates:
 
 
 use rule merge_training_set_certificates as merge_global_certificates with:
+    """The shards of standard RS at one global sigma, joined."""
     wildcard_constraints:
         stage="certify/global",
         name=rf"sigma{SIGMA_PATTERN}",
 
 
 use rule merge_training_set_certificates as merge_dual_certificates with:
+    """The shards of a dual RS certification, joined."""
     wildcard_constraints:
         stage="certify/dual",
         name=r"(finetuned_)?it[0-9]+",
 
 
 use rule merge_training_set_certificates as merge_cascade_certificates with:
+    """The shards of the Multiscale cascade, joined."""
     wildcard_constraints:
         stage="certify",
         name=rf"cascade_({CASCADE_VARIANTS})",
 
 
 use rule merge_training_set_certificates as merge_router_certificates with:
+    """The shards of the router's certification, joined."""
     wildcard_constraints:
         stage="certify",
         name="router",
 
 
 use rule merge_training_set_certificates as merge_expert_training_set_certificates with:
+    """The shards of an expert's training-set certification (router labels), joined."""
     wildcard_constraints:
         stage="router/labels",
         name=r"[^/]+",
 
 
 use rule merge_training_set_certificates as merge_expert_certificates with:
+    """The shards of an expert's test-set certification, joined."""
     wildcard_constraints:
         stage="router/certify",
         name=r"[^/]+",

@@ -3,6 +3,7 @@
 
 
 rule train_classifier:
+    """Base classifier f_sigma for noise sigma, trained on Gaussian-noised inputs (Cohen et al. 2019)."""
     input:
         ready,
     output:
@@ -34,6 +35,7 @@ rule train_classifier:
 
 
 use rule train_classifier as train_shared_classifier with:
+    """One base classifier for every sigma, trained under noise {noise}, behind the diffusion denoiser (Carlini et al. 2023)."""
     output:
         model="results/{experiment}/models/classifier_noise{noise}.safetensors",
         meta="results/{experiment}/models/classifier_noise{noise}.json",
@@ -44,6 +46,7 @@ use rule train_classifier as train_shared_classifier with:
 
 
 rule fetch_pretrained:
+    """The off-the-shelf classifier's weights, read into a checkpoint for denoised smoothing (Carlini et al. 2023)."""
     input:
         weights=lambda wc: existing(
             exp(wc)["classifier"]["weights"], "classifier.weights", wc.experiment
@@ -73,6 +76,7 @@ rule fetch_pretrained:
 
 
 rule train_denoiser:
+    """A diffusion denoiser (DDPM), trained here for denoised smoothing of the embedded data."""
     input:
         ready,
     output:

@@ -11,6 +11,7 @@ localrules:
 
 
 rule report:
+    """Tables, oracle, headroom, comparison with the published numbers and figures of experiment {experiment}."""
     input:
         global_tables=lambda wc: [
             f"results/{wc.experiment}/certify/global/sigma{fmt(s)}.tsv"

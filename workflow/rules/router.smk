@@ -4,6 +4,7 @@
 
 
 rule certify_expert:
+    """Expert {expert} of the router certifies the {split} split, one shard (Sec. 4.3)."""
     input:
         unpack(expert_inputs),
         ready,
@@ -41,6 +42,7 @@ rule certify_expert:
 
 
 rule train_router:
+    """The router: a variance estimator over expert RS models, trained on the experts' radii (Sec. 4.3)."""
     input:
         ready,
         labels=lambda wc: [
@@ -90,6 +92,7 @@ rule train_router:
 
 
 rule certify_router:
+    """Routing among expert RS models on the test set, one shard: the router's pick certifies (Theorem 4.2)."""
     input:
         ready,
         router=rules.train_router.output.model,
