@@ -154,7 +154,7 @@ def test_flag_defaults_are_the_settings_defaults():
 
 def test_schema_defaults_of_the_estimators_loss_are_the_settings_and_library_defaults():
     """The schema spells the loss defaults out for Snakemake; they must be EstimatorSettings' (the CLI's and
-    the library's single source), and the cascade's variant CascadeSmooth's."""
+    the library's single source), and the cascade's variant and p0 CascadeSmooth's."""
     import inspect
 
     import yaml
@@ -169,5 +169,6 @@ def test_schema_defaults_of_the_estimators_loss_are_the_settings_and_library_def
         assert estimator[key]["default"] == settings.default(settings.EstimatorSettings, key), key
     assert (estimator["labels"]["default"] == "hard") is settings.default(settings.EstimatorSettings, "hard") is False
     assert estimator["temperature"]["default"] is settings.default(settings.EstimatorSettings, "temperature") is None
-    variant = inspect.signature(CascadeSmooth).parameters["variant"].default
-    assert variant == settings.default(settings.CascadeSettings, "variant")
+    for key in ("variant", "threshold"):
+        assert inspect.signature(CascadeSmooth).parameters[key].default == settings.default(settings.CascadeSettings,
+                                                                                             key), key
