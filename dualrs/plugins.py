@@ -9,6 +9,8 @@ milliseconds; the object is imported when a job first uses it.
 """
 from __future__ import annotations
 
+import functools
+import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -17,6 +19,13 @@ MODELS_GROUP = "dualrs.models"
 
 
 def _entry_points(group: str) -> dict[str, list[EntryPoint]]:
+    """The entry points of ``group`` by name, read once per import path (a scan of every installed
+    distribution's metadata takes milliseconds, and a configuration check asks for each key)."""
+    return _scan(group, tuple(sys.path))
+
+
+@functools.cache
+def _scan(group: str, path: tuple[str, ...]) -> dict[str, list[EntryPoint]]:
     found: dict[str, list[EntryPoint]] = {}
     for point in entry_points(group=group):
         found.setdefault(point.name, []).append(point)
