@@ -383,7 +383,7 @@ def _ablation_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
         if alpha + beta >= 0.5:
             problems.append(f"config: {where}.alpha_beta[{i}]: alpha + beta = {alpha + beta:g} must lie below 0.5: "
                             "the dual certificate fails with probability up to alpha + beta")
-    for ablation in ("lam", "train_fraction", "temperature", "alpha_beta"):
+    for ablation in ("lam", "label_precision", "train_fraction", "temperature", "alpha_beta"):
         numbers = [(i, j, x) for i, value in enumerate(ablations.get(ablation, []))
                    for j, x in enumerate(value if isinstance(value, list) else [value]) if not isinstance(x, str)]
         spelled = ["_".join(f"{x:g}" for x in value) if isinstance(value, list) else f"{value}"

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from dualrs.plugins import MODELS_GROUP, load_plugin, plugin_names
 from dualrs.validation import NonFiniteError
@@ -103,6 +104,17 @@ class Resize(nn.Module):
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
 
 
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` that hands on an input already of the output size as it is: the same values
+    (each window is one pixel), without the CPU kernel's per-window loop, a third of the digits CNN's
+    forward time on 8×8 digits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == _pair(self.output_size):
+            return x
+        return super().forward(x)
+
+
 @register_model("digits_cnn")
 def digits_cnn(num_classes: int, in_chans: int = 1, width: int = 16) -> nn.Module:
     """Two 3×3 conv layers (the second with stride 2), average pooling to 4×4 (the identity on 8×8
@@ -111,7 +123,7 @@ def digits_cnn(num_classes: int, in_chans: int = 1, width: int = 16) -> nn.Modul
         Normalize([0.5] * in_chans, [0.5] * in_chans),
         nn.Conv2d(in_chans, width, 3, padding=1), nn.ReLU(),
         nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4),
+        AdaptiveAvgPool2d(4),
         nn.Flatten(),
         nn.Linear(2 * width * 16, 128), nn.ReLU(),
         nn.Linear(128, num_classes),

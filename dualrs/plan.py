@@ -33,8 +33,10 @@ from dualrs.config_checks import (
 )
 
 #: The ablations an experiment may configure (experiments.<experiment>.ablations), in table order.
-ABLATIONS = ("lam", "labels", "n_label", "train_fraction", "alpha_beta", "temperature", "radius_weight",
-             "class_weight", "estimator_arch", "sigmas")
+ABLATIONS = ("lam", "labels", "n_label", "label_precision", "train_fraction", "alpha_beta", "temperature",
+             "radius_weight", "class_weight", "estimator_arch", "sigmas")
+#: Ablations that label the training set anew (n draws; fixed-n or sequential sampling) before training.
+LABEL_ABLATIONS = ("n_label", "label_precision")
 #: Ablations that train their own estimator (alpha_beta only certifies the experiment's anew).
 ESTIMATOR_ABLATIONS = tuple(ablation for ablation in ABLATIONS if ablation != "alpha_beta")
 #: ``dualrs certify-cascade --variant`` -> its row in the experiment's table.
@@ -467,6 +469,7 @@ class Plan:
             "lam": estimator["lam"],
             "labels": estimator["labels"],
             "n_label": cfg["label"]["n"],
+            "label_precision": cfg["label"].get("radius_precision") or "fixed",
             "train_fraction": estimator["train_fraction"],
             "alpha_beta": [cfg["certify"]["alpha"], cfg["certify"]["beta"]],
             "temperature": "plain" if temperature is None else temperature,
@@ -489,6 +492,10 @@ class Plan:
         estimator = cfg["estimator"]
         if ablation == "n_label":
             cfg["label"]["n"] = setting
+        elif ablation == "label_precision" and setting == "fixed":
+            cfg["label"].pop("radius_precision", None)
+        elif ablation == "label_precision":
+            cfg["label"]["radius_precision"] = setting
         elif ablation == "alpha_beta":
             cfg["certify"]["alpha"], cfg["certify"]["beta"] = setting
         elif ablation == "sigmas":
@@ -503,9 +510,9 @@ class Plan:
 
     def ablation_labels(self, name: str, ablation: str, value: str) -> list[str]:
         """Per-sigma label tables the estimator of this ablation value is trained on: its own for another
-        n_label, else the experiment's round-0 labels of the value's candidate sigmas."""
+        n_label or label_precision, else the experiment's round-0 labels of the value's candidate sigmas."""
         sigmas = self.ablated(name, ablation, value).sigmas(name)
-        if ablation == "n_label" and not self.is_experiment_setting(name, ablation, value):
+        if ablation in LABEL_ABLATIONS and not self.is_experiment_setting(name, ablation, value):
             return [f"{ablation_dir(name, ablation, value)}/labels/sigma{sigma_spelling(s)}.tsv" for s in sigmas]
         return [f"results/{name}/labels/it0/sigma{sigma_spelling(s)}.tsv" for s in sigmas]
 

@@ -1,8 +1,14 @@
 """Fixtures shared by test modules."""
+import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
+
+from pipeline import REPO, TINY, snakemake
 
 
 @pytest.fixture
@@ -12,3 +18,21 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A work directory in which the whole DAG of tests/configs/tiny.yaml (experiments tiny and tiny_dds) ran
+    with ``--cores 2``: one run for the whole test session, pytest-xdist workers included (the first worker
+    to ask runs it, the others wait for it under a file lock). Tests must not change it."""
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:  # basetemp is <session folder>/<worker>
+        shared = shared.parent
+    workdir, done = shared / "tiny_run", shared / "tiny_run.done"
+    with FileLock(shared / "tiny_run.lock"):
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.copytree(REPO / "config", workdir / "config")
+            snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+            done.touch()
+    return workdir

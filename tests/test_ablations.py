@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from scipy import stats
 
 from dualrs import tasks
@@ -20,13 +21,13 @@ from dualrs.train import estimator_loss
 from pipeline import REPO, snakemake
 
 TINY = REPO / "tests" / "configs" / "tiny_ablation.yaml"
-ABLATIONS = ("lam", "labels", "n_label", "train_fraction", "alpha_beta", "temperature", "radius_weight",
-             "class_weight", "estimator_arch", "sigmas")
+ABLATIONS = ("lam", "labels", "n_label", "label_precision", "train_fraction", "alpha_beta", "temperature",
+             "radius_weight", "class_weight", "estimator_arch", "sigmas")
 TABLES = [f"results/tables/ablations/tiny_{name}.csv" for name in ABLATIONS]
 # the experiment's own setting of each ablation of the tiny config (reused) and its other value (built)
-OWN = {"lam": "40", "labels": "soft", "n_label": "16", "train_fraction": "1", "temperature": "plain",
+OWN = {"lam": "40", "labels": "soft", "n_label": "16", "label_precision": "fixed", "train_fraction": "1", "temperature": "plain",
        "radius_weight": "strong", "class_weight": "both", "estimator_arch": "digits_cnn", "sigmas": "0.25_0.5_1"}
-OTHER = {"lam": "0", "labels": "hard", "n_label": "8", "train_fraction": "0.5", "temperature": "0.5",
+OTHER = {"lam": "0", "labels": "hard", "n_label": "8", "label_precision": "0.5", "train_fraction": "0.5", "temperature": "0.5",
          "radius_weight": "none", "class_weight": "none", "estimator_arch": "digits_mlp", "sigmas": "0.25_0.5"}
 
 
@@ -189,8 +190,6 @@ def test_train_fraction_outside_0_1_is_one_error_before_work(labelled, tmp_path,
 
 def test_the_tiny_config_and_this_file_cover_every_ablation_of_the_plan():
     """docs/architecture.md, "Add an ablation": a new ablation is added here and to tiny_ablation.yaml too."""
-    import yaml
-
     from dualrs import plan
 
     assert ABLATIONS == plan.ABLATIONS and set(OWN) == set(OTHER) == set(plan.ESTIMATOR_ABLATIONS)
@@ -202,10 +201,14 @@ def test_every_ablation_resolves_and_reuses_the_experiments_own_runs(workdir):
     out = snakemake(workdir, "ablations", "-n", "-p", "--cores", "2", "--configfile", str(TINY)).stdout
     counts = job_counts(out)
     # one value per ablation differs from the experiment's setting; the others reuse its round-0 runs
-    assert counts["ablation_report"] == 10 and counts["ablation_certify"] == 10
-    assert counts["ablation_estimator"] == 9 and counts["train_estimator"] == 1 and counts["certify_dual"] == 1
-    assert counts["ablation_certify_training_set"] == 3 * 2  # n_label=8: three sigmas, two label shards
-    assert counts["merge_ablation_certificates"] == 10 and counts["merge_ablation_training_set_certificates"] == 3
+    assert counts["ablation_report"] == 11 and counts["ablation_certify"] == 11
+    assert counts["ablation_estimator"] == 10 and counts["train_estimator"] == 1 and counts["certify_dual"] == 1
+    # n_label=8 and label_precision=0.5: three sigmas, two label shards each
+    assert counts["ablation_certify_training_set"] == 2 * 3 * 2
+    assert counts["merge_ablation_certificates"] == 11 and counts["merge_ablation_training_set_certificates"] == 6
+    labelling = [line for line in out.splitlines() if "dualrs label " in line]
+    assert sum("--radius-precision 0.5" in line for line in labelling) == 3 * 2
+    assert all("label_precision/0.5/labels/" in line for line in labelling if "--radius-precision" in line)
     for flag in ("--lam 0 ", "--hard-labels", "--train-fraction 0.5", "--alpha 0.005 --beta 0.015", "--n 8 ",
                  "--temperature 0.5 ", "--radius-weight none ", "--class-weight none ", "--arch digits_mlp "):
         assert flag in out
@@ -255,14 +258,17 @@ def test_an_estimators_own_target_setting_is_reused(workdir, estimator, ablation
 @pytest.mark.slow
 def test_paper_configs_list_every_ablation_job(workdir):
     counts = job_counts(snakemake(workdir, "ablations", "-n", "--cores", "2").stdout)
-    # digits: lam 0, 40; hard; n=100 (relabelled, 3 sigmas); fractions 0.2, 0.5; two alpha/beta splits;
-    # temperatures 0.25, 0.1; radius weights weak, none; class weights ce, none; digits_mlp; three sigma pairs
-    assert counts["ablation_report"] == 10 and counts["ablation_certify"] == 8 + 10
-    assert counts["ablation_estimator"] == 6 + 10 and counts["ablation_certify_training_set"] == 3
+    # digits: lam 0, 40; hard; n=100 and radius precision 0.1 (each relabelled, 3 sigmas); fractions 0.2, 0.5;
+    # two alpha/beta splits; temperatures 0.25, 0.1; radius weights weak, none; class weights ce, none;
+    # digits_mlp; three sigma pairs
+    assert counts["ablation_report"] == 11 and counts["ablation_certify"] == 9 + 10
+    assert counts["ablation_estimator"] == 7 + 10 and counts["ablation_certify_training_set"] == 2 * 3
     for name in ("cifar10/improved_diffusion_50M",):
         (workdir / "models" / name).mkdir(parents=True)
     (workdir / "models/cifar10/vit_base_patch16_224_cifar10.safetensors").touch()
-    tables = [f"results/tables/ablations/cifar10_{a}.csv" for a in ABLATIONS]
+    cifar10 = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["experiments"]["cifar10"]["ablations"]
+    assert set(cifar10) == set(ABLATIONS) - {"label_precision"}  # sequential labels: a digits ablation only
+    tables = [f"results/tables/ablations/cifar10_{a}.csv" for a in cifar10]
     out = snakemake(workdir, *tables, "-n", "-p", "--cores", "8").stdout
     counts = job_counts(out)
     assert counts["ablation_certify"] == (8 + 10) * 8
@@ -280,6 +286,7 @@ def test_paper_configs_list_every_ablation_job(workdir):
     ("{alpha_beta: [[0.6, 0.01]]}", "ablations", "ablations.alpha_beta"),
     ("{lam: [0.1, 0.1000000001]}", "ablations", "coincide in paths"),
     ("{temperature: [plain, hot]}", "ablations", "ablations.temperature"),
+    ("{label_precision: [fixed, 0]}", "ablations", "ablations.label_precision"),
     ("{class_weight: [both, con]}", "ablations", "ablations.class_weight"),
     ("{estimator_arch: [digits_cnn, ../cnn]}", "ablations", "ablations.estimator_arch"),
     ("{sigmas: [[0.25, 2.0]]}", "results/tables/ablations/tiny_lam.csv",

@@ -7,7 +7,7 @@ import torch
 from dualrs.cli import main
 from dualrs.data import prepare_dataset
 from dualrs.io import load_checkpoint
-from dualrs.models import create_model, list_models
+from dualrs.models import AdaptiveAvgPool2d, create_model, list_models
 
 
 def test_registry_names_known_models_and_rejects_others():
@@ -183,3 +183,14 @@ def test_fetch_pretrained_stores_a_hugging_face_folder_as_a_rebuildable_checkpoi
     direct = create_model("hf/ViTForImageClassification", 10, 1, weights=str(folder)).eval()
     x = torch.rand(2, 1, 8, 8)
     torch.testing.assert_close(model(x), direct(x))
+
+
+@pytest.mark.parametrize("size", [4, 8, 6])
+def test_the_pool_that_hands_on_inputs_of_its_size_equals_torchs_in_values_and_gradients(size):
+    """digits_cnn's pool: at 4×4 (8×8 digits) it returns its input; elsewhere it is torch's adaptive pool."""
+    x = torch.randn(16, 8, size, size, dtype=torch.float64, requires_grad=True)
+    ours, torchs = AdaptiveAvgPool2d(4)(x), torch.nn.AdaptiveAvgPool2d(4)(x)
+    assert torch.equal(ours, torchs)
+    weights = torch.randn_like(torchs)
+    assert torch.equal(*(torch.autograd.grad((out * weights).sum(), x)[0] for out in (ours, torchs)))
+    assert (ours is x) == (size == 4)

@@ -376,3 +376,16 @@ def test_a_sigma_e_below_the_largest_sigma_warns_of_the_cap(paper):
 def test_the_plan_is_frozen(paper):
     with pytest.raises(dataclasses.FrozenInstanceError):
         paper.config = {}
+
+
+def test_a_label_precision_value_relabels_with_sequential_sampling(paper):
+    """digits' label_precision ablation: 0.1 labels the training set anew with --radius-precision 0.1; fixed is
+    the experiment's own fixed-n labelling and reuses its labels."""
+    ablated = paper.ablated("digits", "label_precision", "0.1")
+    assert ablated.sampling_args("digits", "label", 0).endswith(" --radius-precision 0.1")
+    assert "--radius-precision" not in paper.sampling_args("digits", "label", 0)
+    assert paper.ablation_labels("digits", "label_precision", "0.1") == [
+        f"results/digits/ablations/label_precision/0.1/labels/sigma{s}.tsv" for s in ("0.25", "0.5", "1")]
+    assert paper.ablated("digits", "label_precision", "fixed").experiment("digits") == paper.experiment("digits")
+    assert paper.ablation_labels("digits", "label_precision", "fixed") == [
+        f"results/digits/labels/it0/sigma{s}.tsv" for s in ("0.25", "0.5", "1")]

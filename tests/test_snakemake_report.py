@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import REPO, snakemake
-
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
+from pipeline import TINY, snakemake
 TABLE, HEADROOM, VS_PAPER = ("results/tables/tiny.csv", "results/tables/tiny_headroom.csv",
                              "results/tables/tiny_vs_paper.csv")
 FIGURE = "results/figures/tiny/certified_accuracy.png"
@@ -77,24 +75,22 @@ def visible(dom: str) -> str:
 
 
 @pytest.mark.slow
-def test_report_holds_and_renders_the_tables_and_figures(tmp_path):
-    work = tmp_path / "work"
-    shutil.copytree(REPO / "config", work / "config")
-    snakemake(work, TABLE, "--cores", "2", "--configfile", str(TINY))
-    snakemake(work, TABLE, "--configfile", str(TINY), "--report", "report.html")
-    check_report(work, tmp_path)
+def test_report_holds_and_renders_the_tables_and_figures(tiny_run, tmp_path):
+    report = tmp_path / "report.html"
+    snakemake(tiny_run, TABLE, "--configfile", str(TINY), "--report", str(report))
+    check_report(report, tiny_run, tmp_path)
     # the zip form: the page, and every reported file as is
-    snakemake(work, TABLE, "--configfile", str(TINY), "--report", "report.zip")
-    names = zipfile.ZipFile(work / "report.zip").namelist()
-    figures = [p.name for p in (work / "results" / "figures" / "tiny").glob("*.png")]
+    snakemake(tiny_run, TABLE, "--configfile", str(TINY), "--report", str(tmp_path / "report.zip"))
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    figures = [p.name for p in (tiny_run / "results" / "figures" / "tiny").glob("*.png")]
     assert "report/report.html" in names
     assert {Path(n).name for n in names if n.startswith("report/data/raw/")} == \
         {Path(TABLE).name, Path(HEADROOM).name, Path(VS_PAPER).name, *figures}
 
 
-def check_report(work: Path, tmp_path: Path) -> None:
-    """What ``work/report.html`` holds, and how Chromium renders it (screenshots under ``tmp_path/shots``)."""
-    report = work / "report.html"
+def check_report(report: Path, work: Path, tmp_path: Path) -> None:
+    """What ``report`` of the run in ``work`` holds, and how Chromium renders it (screenshots under
+    ``tmp_path/shots``)."""
 
     # what the report holds: the three tables, each shown as an HTML table in its description, the PNGs
     results = json.loads(re.search(r'<script id="results">\s*var results = (.*?);?\s*</script>',

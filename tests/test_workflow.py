@@ -7,9 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from pipeline import REPO, fake_paper_weights, snakemake
-
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
+from pipeline import REPO, TINY, fake_paper_weights, snakemake
 
 
 @pytest.fixture
@@ -19,8 +17,8 @@ def workdir(tmp_path):
 
 
 @pytest.mark.slow
-def test_whole_dag_on_a_tiny_config(workdir):
-    snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+def test_whole_dag_on_a_tiny_config(tiny_run):
+    workdir = tiny_run
     oracle, cascades = "oracle over global σ (not a certificate)", ["cascade (Multiscale, as published)",
                                                                      "cascade (union bound)"]
     rows = {"tiny": ["global σ=0.25", "global σ=0.5", oracle, "expert dds-0.5", *cascades, "dual (off-the-shelf)",

@@ -9,7 +9,8 @@ include: "ablations_common.smk"
 
 
 use rule certify_training_set as ablation_certify_training_set with:
-    """Labels for the n_label ablation: the training set certified with n = {value} draws, one shard."""
+    """Labels for the n_label and label_precision ablations: the training set certified anew with that one
+    sampling setting changed ({ablation} = {value}), one shard."""
     input:
         ready,
         classifier=base_classifier,
@@ -21,8 +22,8 @@ use rule certify_training_set as ablation_certify_training_set with:
     benchmark:
         "logs/{experiment}/benchmark/ablations/{ablation}/{value}/label/sigma{sigma}_shard{shard}.tsv"
     wildcard_constraints:
-        ablation="n_label",
-        value=r"[0-9]+",
+        ablation="|".join(LABEL_ABLATIONS),
+        value=r"[^/]+",
 
 
 use rule train_estimator as ablation_estimator with:
@@ -84,11 +85,11 @@ use rule merge_training_set_certificates as merge_ablation_certificates with:
 
 
 use rule merge_ablation_certificates as merge_ablation_training_set_certificates with:
-    """The shards of the n_label ablation's labels, joined."""
+    """The shards of a labelling ablation's labels, joined."""
     input:
         ablation_shard_tables("labels"),
     wildcard_constraints:
-        folder=r"n_label/[0-9]+/labels",
+        folder=rf"({'|'.join(LABEL_ABLATIONS)})/[^/]+/labels",
         name=rf"sigma{SIGMA_PATTERN}",
 
 

@@ -1,6 +1,6 @@
 # Ablations (dualrs.plan): value spellings in paths, which runs an ablation value reuses, the shard tables of a
 # merge; an ablation job's settings are those of the experiment's plan with one setting overridden (plan_of).
-from dualrs.plan import ABLATIONS, ESTIMATOR_ABLATIONS
+from dualrs.plan import ABLATIONS, ESTIMATOR_ABLATIONS, LABEL_ABLATIONS
 
 planned(PLAN.check_ablations)()
 
