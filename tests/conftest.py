@@ -36,3 +36,4 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
             done.touch()
     return workdir
+
