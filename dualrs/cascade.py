@@ -42,7 +42,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.stats import chi2, norm
+from scipy.special import gammaincinv, ndtri
 
 from dualrs.smoothing import ABSTAIN, Smooth, clopper_pearson_lower
 from dualrs.validation import check_input, check_settings, warn_if_never_certifies
@@ -83,7 +83,8 @@ def clopper_pearson_upper(successes: np.ndarray, trials: int, alpha: float) -> n
 
 def goodman_intervals(counts: np.ndarray, alpha: float) -> np.ndarray:
     """Goodman's (1965) simultaneous (1 − α) intervals for multinomial proportions, one row (low, high)
-    per cell: with χ the 1 − α/m quantile of χ²₁ (Bonferroni over the m cells) and N = Σ n_i,
+    per cell: with χ the 1 − α/m quantile of χ²₁, 2·P⁻¹(½, 1 − α/m) for P the regularized lower incomplete
+    gamma function (Bonferroni over the m cells), and N = Σ n_i,
 
         p_i ∈ [2n_i + χ ∓ √(χ² + 4 n_i (N − n_i) χ / N)] / (2(N + χ)),
 
@@ -91,7 +92,7 @@ def goodman_intervals(counts: np.ndarray, alpha: float) -> np.ndarray:
     simultaneous confidence intervals for multinomial proportions", Technometrics 7; statsmodels'
     ``multinomial_proportions_confint`` with its default ``method='goodman'``, which core_mdds.py calls)."""
     n_i = np.asarray(counts, dtype=float)
-    total, q = n_i.sum(), chi2.ppf(1 - alpha / len(n_i), 1)
+    total, q = n_i.sum(), 2 * gammaincinv(0.5, 1 - alpha / len(n_i))
     half = np.sqrt(q * q + 4 * n_i * (total - n_i) * q / total)
     return np.stack([2 * n_i + q - half, 2 * n_i + q + half], axis=1) / (2 * (total + q))
 
@@ -191,11 +192,11 @@ class CascadeSmooth:
 
     def radius(self, votes: StageVotes, p_lower: float, earlier: list[StageVotes], alpha: float, k: int) -> float:
         """R of the module docstring for the guess c of stage k."""
-        p0 = norm.ppf(self.threshold)
-        radius = votes.sigma * (norm.ppf(p_lower) - p0)
+        p0 = ndtri(self.threshold)
+        radius = votes.sigma * (ndtri(p_lower) - p0)
         for j, earlier_votes in enumerate(earlier):
             upper = self.earlier_upper(earlier_votes, votes.guess, alpha, j, k)
-            radius = min(radius, earlier_votes.sigma * (p0 - norm.ppf(upper)))
+            radius = min(radius, earlier_votes.sigma * (p0 - ndtri(upper)))
         return float(radius)
 
     def certify(

@@ -548,8 +548,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         _check_arguments(parser, args)
         if args.device in ("auto", "cuda"):
             gpu_slot = gpu_slots.pin_gpu(torch.cuda.device_count())
+        from dualrs.host_memory import keep_freed_memory
         from dualrs.seeding import deterministic
 
+        keep_freed_memory()
         deterministic(args.seed, args.threads)
     device = None if args.command in HOST_COMMANDS else runlog.device_description(args.device)
     try:

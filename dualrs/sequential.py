@@ -57,8 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from scipy.special import betaincc, betaln, ndtri
-from scipy.stats import beta, norm
+from scipy.special import betaincc, betaincinv, betaln, ndtr, ndtri
 
 from dualrs.smoothing import CertifyBound, Smooth, clopper_pearson_lower
 from dualrs.validation import check_count, check_level
@@ -135,7 +134,7 @@ def implausible(count: int, trials: int, needed: int, left: int) -> bool:
         return False
     if needed > left:
         return True
-    q = float(beta.ppf(FUTILITY, needed, left - needed + 1))
+    q = float(betaincinv(needed, left - needed + 1, FUTILITY))
     return bool(log_mixture(trials - count, trials, 1 - q) >= math.log(1 / FUTILITY))
 
 
@@ -197,7 +196,7 @@ class AdaptiveStage:
         self.smooth, self.x, self.guess, self.level, self.batch_size = smooth, x, guess, level, batch_size
         self.sizes = look_sizes(n)
         largest = smooth.sigma * float(ndtri(clopper_pearson_lower(n, n, (1 - EARLY_SHARE) * level)))
-        self.thresholds = tuple(float(norm.cdf(r / smooth.sigma)) for r in radius_grid(radii, largest))
+        self.thresholds = tuple(float(ndtr(r / smooth.sigma)) for r in radius_grid(radii, largest))
         self.noise = smooth.noise(x, n, generator)
         self.counts: list[int] = []  # the count at each look taken
         self.count = self.drawn = self.certified = 0

@@ -88,7 +88,7 @@ def smallest_certifying_n(level: float, test: Test = "clopper_pearson", threshol
     """The fewest draws n for which n votes of n can pass at ``level``.
 
     ``clopper_pearson`` (CERTIFY): the one-sided Clopper–Pearson lower bound of n successes in n trials,
-    the α quantile of Beta(n, 1) (scipy's ``beta.ppf``), must exceed ``threshold`` (½: a positive radius).
+    the α quantile of Beta(n, 1) (scipy's ``betaincinv``), must exceed ``threshold`` (½: a positive radius).
     ``binomial`` (PREDICT): the two-sided binomial test of n votes against none must reject p = ½ at level α.
     Both hold for every n past the first that passes, so the first one is found by doubling and bisection.
     """
@@ -104,10 +104,12 @@ def smallest_certifying_n(level: float, test: Test = "clopper_pearson", threshol
 
 
 def _passes(level: float, test: Test, threshold: float) -> Callable[[int], bool]:
-    from scipy.stats import beta as beta_distribution, binomtest
-
     if test == "clopper_pearson":
-        return lambda n: float(beta_distribution.ppf(level, n, 1)) > threshold
+        from scipy.special import betaincinv
+
+        return lambda n: float(betaincinv(n, 1, level)) > threshold
+    from scipy.stats import binomtest  # 1 s to import: only for PREDICT's test
+
     return lambda n: binomtest(n, n, p=0.5).pvalue <= level
 
 
@@ -119,15 +121,17 @@ def warn_if_never_certifies(n: int, level: float, test: Test = "clopper_pearson"
 
 @lru_cache(maxsize=None)
 def _warn_once(n: int, level: float, test: Test, threshold: float) -> None:
-    from scipy.stats import beta as beta_distribution, binomtest
-
     needed = smallest_certifying_n(level, test, threshold)
     if n >= needed:
         return
     if test == "clopper_pearson":
-        best = f"even {n} votes of {n} give p_A_lower = {float(beta_distribution.ppf(level, n, 1)):.4g}, " \
+        from scipy.special import betaincinv
+
+        best = f"even {n} votes of {n} give p_A_lower = {float(betaincinv(n, 1, level)):.4g}, " \
                f"not above {threshold:g} (Clopper-Pearson)"
     else:
+        from scipy.stats import binomtest
+
         best = f"even {n} votes of {n} give a binomial-test p-value of {binomtest(n, n, p=0.5).pvalue:.4g} > {level:g}"
     warnings.warn(f"n = {n} draws can never certify at level {level:g}: {best}, so every input abstains; "
                   f"the smallest n that can is {needed}", NeverCertifiesWarning, stacklevel=4)
