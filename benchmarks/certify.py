@@ -36,6 +36,7 @@ import yaml
 from benchmarks.cohen import cohen_certify
 from benchmarks.digits import digits_models, load_digits
 from dualrs.dual import DualCertificate, DualSmooth
+from dualrs.host_memory import keep_freed_memory
 from dualrs.models import create_model
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth
@@ -45,6 +46,7 @@ RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def main() -> None:
     args = parse_args()
+    keep_freed_memory()  # as every dualrs job does
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

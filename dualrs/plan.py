@@ -34,7 +34,7 @@ from dualrs.config_checks import (
 
 #: The ablations an experiment may configure (experiments.<experiment>.ablations), in table order.
 ABLATIONS = ("lam", "labels", "n_label", "label_precision", "train_fraction", "alpha_beta", "temperature",
-             "radius_weight", "class_weight", "estimator_arch", "sigmas")
+             "radius_weight", "class_weight", "estimator_arch", "estimator_seed", "sigmas")
 #: Ablations that label the training set anew (n draws; fixed-n or sequential sampling) before training.
 LABEL_ABLATIONS = ("n_label", "label_precision")
 #: Ablations that train their own estimator (alpha_beta only certifies the experiment's anew).
@@ -179,7 +179,7 @@ def ablation_value(ablation: str, value: Any) -> str:
         return "_".join(sigma_spelling(sigma) for sigma in sorted(value))
     if ablation == "estimator_arch":
         return "-".join(Path(value).parts)
-    if ablation == "n_label" or isinstance(value, str):
+    if ablation in ("n_label", "estimator_seed") or isinstance(value, str):
         return str(value)
     return number_spelling(value)
 
@@ -476,8 +476,14 @@ class Plan:
             "radius_weight": estimator["radius_weight"],
             "class_weight": estimator["class_weight"],
             "estimator_arch": estimator["arch"],
+            "estimator_seed": self.estimator_seed(name),
             "sigmas": cfg["sigmas"],
         }[ablation]
+
+    def estimator_seed(self, name: str) -> int:
+        """The seed of the experiment's estimator training: estimator.seed, else the config's seed."""
+        seed = self.experiment(name)["estimator"].get("seed")
+        return int(self.config["seed"] if seed is None else seed)
 
     def is_experiment_setting(self, name: str, ablation: str, value: str) -> bool:
         """Whether the ablation value spelled ``value`` is the experiment's own setting."""
@@ -502,6 +508,8 @@ class Plan:
             cfg["sigmas"] = sorted(setting)
         elif ablation == "estimator_arch":
             estimator.update(arch=setting, options={}, weights=None)
+        elif ablation == "estimator_seed":
+            estimator["seed"] = setting
         elif ablation == "temperature":
             estimator["temperature"] = None if setting == "plain" else setting
         else:  # lam, labels, train_fraction, radius_weight, class_weight: estimator keys of the same name

@@ -250,7 +250,7 @@ def test_sigma_e_and_radii(paper):
     ("lam", 0, "0"), ("lam", 40.0, "40"), ("labels", "hard", "hard"), ("n_label", 1000, "1000"),
     ("train_fraction", 0.2, "0.2"), ("alpha_beta", [0.0005, 0.0015], "0.0005_0.0015"),
     ("temperature", "plain", "plain"), ("temperature", 0.25, "0.25"),
-    ("estimator_arch", "timm/resnet18", "timm-resnet18"), ("sigmas", [1.0, 0.25], "0.25_1"),
+    ("estimator_arch", "timm/resnet18", "timm-resnet18"), ("estimator_seed", 2, "2"), ("sigmas", [1.0, 0.25], "0.25_1"),
 ])
 def test_ablation_values_are_spelled_in_paths(ablation, value, spelling):
     assert ablation_value(ablation, value) == spelling
@@ -376,6 +376,24 @@ def test_a_sigma_e_below_the_largest_sigma_warns_of_the_cap(paper):
 def test_the_plan_is_frozen(paper):
     with pytest.raises(dataclasses.FrozenInstanceError):
         paper.config = {}
+
+
+def test_an_estimator_seed_value_trains_only_the_estimator_under_that_seed(paper):
+    """digits' estimator_seed ablation: seed 2 changes the estimator's seed and nothing else; seed 0, the config's,
+    is the experiment's own estimator; estimator.seed, when set, is the experiment's own setting."""
+    assert paper.estimator_seed("digits") == paper.config["seed"] == 0
+    ablated = paper.ablated("digits", "estimator_seed", "2")
+    assert ablated.estimator_seed("digits") == 2
+    changed = ablated.experiment("digits")
+    assert {**changed, "estimator": {**changed["estimator"], "seed": None}} == paper.experiment("digits")
+    assert paper.is_experiment_setting("digits", "estimator_seed", "0")
+    assert paper.ablation_estimator("digits", "estimator_seed", "0") == "results/digits/models/estimator_it0.safetensors"
+    assert paper.ablation_estimator("digits", "estimator_seed", "2") == (
+        "results/digits/ablations/estimator_seed/2/estimator.safetensors")
+    assert paper.ablation_labels("digits", "estimator_seed", "2") == [
+        f"results/digits/labels/it0/sigma{s}.tsv" for s in ("0.25", "0.5", "1")]
+    seeded = ablated.ablated("digits", "estimator_seed", "1")
+    assert seeded.own_setting("digits", "estimator_seed") == 1 and seeded.is_experiment_setting("digits", "estimator_seed", "1")
 
 
 def test_a_label_precision_value_relabels_with_sequential_sampling(paper):

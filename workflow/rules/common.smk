@@ -219,6 +219,11 @@ def estimator_settings(wildcards):
     return exp(wildcards)["estimator"]
 
 
+def estimator_seed(wildcards):
+    """The seed of the job's estimator (or router) training: estimator.seed, else the config's."""
+    return plan_of(wildcards).estimator_seed(wildcards.experiment)
+
+
 def estimator_targets(wildcards):
     """CLI arguments of the estimator's training targets."""
     return estimator_target_args(exp(wildcards)["estimator"])

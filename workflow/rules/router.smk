@@ -81,7 +81,7 @@ rule train_router:
         ),
         sigma_e=sigma_e,
         denoiser=denoiser_arg,
-        seed=config["seed"],
+        seed=estimator_seed,
         code=code("tasks"),
     shell:
         "dualrs train-estimator {params.data} {params.labels} --arch {params.arch} "
