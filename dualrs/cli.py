@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from pathlib import Path
 
 from dualrs import gpu_slots, runlog
+from dualrs.host_memory import keep_freed_memory
 from dualrs.settings import (CascadeSettings, DualSettings, EstimatorSettings, FinetuneSettings, RouterSettings,
                              RouteSettings, Sampling, SmoothedSettings, default)
 from dualrs.tables import OutputError, concat_tables
@@ -548,7 +549,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         _check_arguments(parser, args)
         if args.device in ("auto", "cuda"):
             gpu_slot = gpu_slots.pin_gpu(torch.cuda.device_count())
-        from dualrs.host_memory import keep_freed_memory
         from dualrs.seeding import deterministic
 
         keep_freed_memory()
