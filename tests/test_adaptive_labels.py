@@ -22,9 +22,8 @@ from dualrs.settings import Sampling, SmoothedSettings
 from dualrs.tables import LABEL_COLUMNS, read_table
 from dualrs.tasks import DataRef, certify_smoothed, train_classifier_model
 from dualrs.train import Optim
-from pipeline import REPO, snakemake
+from pipeline import REPO, TINY, snakemake
 
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
 SIGMA, PRECISION = 0.25, 0.1
 
 

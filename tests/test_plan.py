@@ -23,11 +23,10 @@ from dualrs.plan import (
     refuse,
     schema_problems,
 )
+from pipeline import REPO, TINY
 
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG = REPO / "config" / "config.yaml"
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
 
 
 @cache

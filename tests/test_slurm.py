@@ -15,10 +15,9 @@ import pytest
 import yaml
 
 from dualrs.cli import HOST_COMMANDS
+from pipeline import REPO, TINY
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
 TARGET = "results/tables/tiny.csv"
 
 MERGE_RULES = {f"merge_{kind}" for kind in ("training_set_certificates", "global_certificates", "dual_certificates",
