@@ -1,3 +1,3 @@
-from dualrs.cli import main
+from dualrs.launch import main
 
 main()

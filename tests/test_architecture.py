@@ -12,7 +12,7 @@ LAYERS = {
     1: {"smoothing", "sequential", "routed", "dual", "router", "cascade", "assembly", "models", "denoise", "data",
         "fingerprint", "io", "labels", "train", "report", "convert", "memory", "compute"},  # the method
     2: {"settings", "tasks", "certify", "plan"},  # jobs: a command's inputs → library → outputs; the workflow's plan
-    3: {"cli", "__main__"},  # entry points
+    3: {"cli", "__main__", "launch", "jobserver"},  # entry points
 }
 LAYER = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
