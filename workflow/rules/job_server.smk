@@ -13,14 +13,17 @@ job_server = {}
 
 
 def start_job_server():
-    if not (config["job_server"] and workflow.local_exec and hasattr(os, "pidfd_open")):
+    """Start the server unless turned off, not local, or unsupported (no pidfd: not Linux)."""
+    wanted = config["job_server"] and workflow.local_exec and not workflow.touch
+    executable = shutil.which("dualrs")
+    if not (wanted and executable and hasattr(os, "pidfd_open")):
         return
     # a short folder: a socket's path has at most 107 bytes
     folder = tempfile.mkdtemp(prefix="dualrs-jobs-")
     os.makedirs(os.path.dirname(JOB_SERVER_LOG), exist_ok=True)
     with open(JOB_SERVER_LOG, "w") as log:
         process = subprocess.Popen(
-            ["dualrs", "job-server", os.path.join(folder, "socket")],
+            [executable, "job-server", os.path.join(folder, "socket")],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
