@@ -80,11 +80,10 @@ def serve(path: Path) -> Request:
                         return request
                 elif isinstance(key.data, int) and key.data in children:
                     _reap(key.data, selector, children)
-                elif isinstance(key.data, tuple):  # the client's connection: readable means it went away
-                    pid = key.data[0]
+                elif isinstance(key.data, tuple) and key.data[0] in children:
+                    # the connection of a running child's client: readable means the client went away
                     selector.unregister(key.fileobj)
-                    if pid in children:
-                        os.kill(pid, signal.SIGTERM)
+                    os.kill(key.data[0], signal.SIGTERM)
     finally:
         if os.getpid() == server:  # a child leaves through here too, with its request
             _shut_down(path, listener, selector, children)
@@ -97,8 +96,8 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector,
     connection, _ = listener.accept()
     try:
         request = _read_request(connection)
-    except (OSError, ValueError) as error:
-        _send(connection, f"refused unreadable request ({error})")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        _send(connection, f"refused unreadable request ({error!r})")
         connection.close()
         return None
     if not isinstance(request, Request):
@@ -130,24 +129,27 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector,
 
 
 def _read_request(connection: socket.socket) -> Request | str:
-    """The client's request, or why it is refused."""
+    """The client's request, or why it is refused (the descriptors of a refused request are closed)."""
     data, fds, _, _ = socket.recv_fds(connection, 1 << 16, 3)
-    while not data.endswith(b"\n"):
-        more = connection.recv(1 << 16)
-        if not more:
-            raise ValueError("connection closed before the end of the request")
-        data += more
-    message = json.loads(data)
-    if len(fds) != 3:
+    try:
+        while not data.endswith(b"\n"):
+            more = connection.recv(1 << 16)
+            if not more:
+                raise ValueError("connection closed before the end of the request")
+            data += more
+        message = json.loads(data)
+        mismatch = [key for key, value in identity().items() if message.get(key) != value]
+        if len(fds) == 3 and not mismatch:
+            return Request(list(message["argv"]), message["cwd"], dict(message["env"]), fds)
+    except BaseException:
         for fd in fds:
             os.close(fd)
-        return f"3 file descriptors expected, got {len(fds)}"
-    mismatch = [key for key, value in identity().items() if message.get(key) != value]
+        raise
+    for fd in fds:
+        os.close(fd)
     if mismatch:
-        for fd in fds:
-            os.close(fd)
         return f"different {' and '.join(mismatch)} from the server's"
-    return Request(list(message["argv"]), message["cwd"], dict(message["env"]), fds)
+    return f"3 file descriptors expected, got {len(fds)}"
 
 
 def _reap(pid: int, selector: selectors.BaseSelector, children: dict[int, tuple[socket.socket, int]]) -> None:
@@ -155,16 +157,12 @@ def _reap(pid: int, selector: selectors.BaseSelector, children: dict[int, tuple[
     _, status = os.waitpid(pid, 0)
     selector.unregister(pidfd)
     os.close(pidfd)
+    _send(connection, f"status {os.waitstatus_to_exitcode(status)}")
     try:
-        _send(connection, f"status {os.waitstatus_to_exitcode(status)}")
-    except OSError:
-        pass  # the client is gone
-    if connection.fileno() >= 0:
-        try:
-            selector.unregister(connection)
-        except KeyError:
-            pass
-        connection.close()
+        selector.unregister(connection)
+    except KeyError:
+        pass  # unregistered when its client went away
+    connection.close()
 
 
 def _shut_down(path: Path, listener: socket.socket, selector: selectors.BaseSelector,
@@ -180,7 +178,11 @@ def _shut_down(path: Path, listener: socket.socket, selector: selectors.BaseSele
 
 
 def _send(connection: socket.socket, line: str) -> None:
-    connection.sendall(line.encode() + b"\n")
+    """Send one line; a client that has gone away gets nothing."""
+    try:
+        connection.sendall(line.encode() + b"\n")
+    except OSError:
+        pass
 
 
 def become(request: Request) -> None:

@@ -132,6 +132,12 @@ def request(server: Path, **changes) -> str:
 def test_a_client_of_another_environment_is_refused_and_runs_its_command_itself(server, tmp_path):
     assert request(server, prefix="/another/venv") == "refused different prefix from the server's\n"
     assert request(server, package="/another/dualrs") == "refused different package from the server's\n"
+    with socket.socket(socket.AF_UNIX) as connection:  # not a request: refused, and the server goes on
+        connection.connect(str(server))
+        connection.sendall(b"{not json\n")
+        assert connection.makefile("r").read().startswith("refused unreadable request (JSONDecodeError")
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.connect(str(server))  # and goes away at once
     replies = request(server).splitlines()
     assert [line.split()[0] for line in replies] == ["pid", "status"] and replies[1] == "status 0"
     nowhere = dualrs(["--version"], tmp_path, tmp_path / "no-socket")
