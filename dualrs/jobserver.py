@@ -30,8 +30,6 @@ from importlib import import_module
 from pathlib import Path
 
 import dualrs
-from dualrs.host_memory import keep_freed_memory
-from dualrs.runlog import PREFIX
 
 SOCKET_VARIABLE = "DUALRS_JOB_SERVER"  # the socket's path, in the environment of the jobs that may use it
 PRELOAD = ("torch", "pandas", "scipy.special", "timm", "dualrs.cli", "dualrs.tasks", "dualrs.certify",
@@ -59,6 +57,8 @@ def serve(path: Path) -> Request:
     Returns only in a child, with the request it is to run; the server itself exits (SystemExit) on
     SIGTERM or SIGINT or when its parent process is gone, first sending SIGTERM to its running children.
     """
+    from dualrs.host_memory import keep_freed_memory  # here, not at the top: every job's client imports this module
+
     keep_freed_memory()
     for module in PRELOAD:
         import_module(module)
@@ -78,12 +78,13 @@ def serve(path: Path) -> Request:
                     request = _accept(listener, selector, children)
                     if request is not None:  # this is the child
                         return request
-                elif isinstance(key.data, int) and key.data in children:
-                    _reap(key.data, selector, children)
-                elif isinstance(key.data, tuple) and key.data[0] in children:
-                    # the connection of a running child's client: readable means the client went away
+                elif key.data[1] not in children:  # reaped earlier in this round
+                    continue
+                elif key.data[0] == "exited":
+                    _reap(key.data[1], selector, children)
+                else:  # "client gone": a running child's connection is readable only at its client's end
                     selector.unregister(key.fileobj)
-                    os.kill(key.data[0], signal.SIGTERM)
+                    os.kill(key.data[1], signal.SIGTERM)
     finally:
         if os.getpid() == server:  # a child leaves through here too, with its request
             _shut_down(path, listener, selector, children)
@@ -122,8 +123,8 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector,
         os.close(fd)
     pidfd = os.pidfd_open(pid)
     children[pid] = (connection, pidfd)
-    selector.register(pidfd, selectors.EVENT_READ, pid)
-    selector.register(connection, selectors.EVENT_READ, (pid,))
+    selector.register(pidfd, selectors.EVENT_READ, ("exited", pid))
+    selector.register(connection, selectors.EVENT_READ, ("client gone", pid))
     _send(connection, f"pid {pid}")
     return None
 
@@ -131,6 +132,7 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector,
 def _read_request(connection: socket.socket) -> Request | str:
     """The client's request, or why it is refused (the descriptors of a refused request are closed)."""
     data, fds, _, _ = socket.recv_fds(connection, 1 << 16, 3)
+    accepted = False
     try:
         while not data.endswith(b"\n"):
             more = connection.recv(1 << 16)
@@ -139,17 +141,17 @@ def _read_request(connection: socket.socket) -> Request | str:
             data += more
         message = json.loads(data)
         mismatch = [key for key, value in identity().items() if message.get(key) != value]
-        if len(fds) == 3 and not mismatch:
-            return Request(list(message["argv"]), message["cwd"], dict(message["env"]), fds)
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    for fd in fds:
-        os.close(fd)
-    if mismatch:
-        return f"different {' and '.join(mismatch)} from the server's"
-    return f"3 file descriptors expected, got {len(fds)}"
+        if mismatch:
+            return f"different {' and '.join(mismatch)} from the server's"
+        if len(fds) != 3:
+            return f"3 file descriptors expected, got {len(fds)}"
+        request = Request(list(message["argv"]), message["cwd"], dict(message["env"]), fds)
+        accepted = True
+        return request
+    finally:
+        if not accepted:
+            for fd in fds:
+                os.close(fd)
 
 
 def _reap(pid: int, selector: selectors.BaseSelector, children: dict[int, tuple[socket.socket, int]]) -> None:
@@ -194,4 +196,6 @@ def become(request: Request) -> None:
         os.dup2(fd, target)
         os.close(fd)
     sys.argv = ["dualrs", *request.argv]
+    from dualrs.runlog import PREFIX  # here, not at the top: every job's client imports this module
+
     print(f"{PREFIX} forked by job server {os.getppid()}", file=sys.stderr, flush=True)

@@ -20,10 +20,11 @@ def start_job_server():
         return
     # a short folder: a socket's path has at most 107 bytes
     folder = tempfile.mkdtemp(prefix="dualrs-jobs-")
+    socket_path = os.path.join(folder, "socket")
     os.makedirs(os.path.dirname(JOB_SERVER_LOG), exist_ok=True)
     with open(JOB_SERVER_LOG, "w") as log:
         process = subprocess.Popen(
-            [executable, "job-server", os.path.join(folder, "socket")],
+            [executable, "job-server", socket_path],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -31,7 +32,7 @@ def start_job_server():
         )
     job_server.update(process=process, folder=folder)
     # the jobs' environment; those that start before the server listens run their commands alone
-    os.environ[SOCKET_VARIABLE] = os.path.join(folder, "socket")
+    os.environ[SOCKET_VARIABLE] = socket_path
 
 
 def stop_job_server():
