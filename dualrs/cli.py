@@ -381,9 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--published", metavar="EXPERIMENT", default=None,
                      help="compare with the paper's numbers for EXPERIMENT (dualrs/published_numbers.yaml): "
                           "_vs_paper.csv/.md beside the table and, with --figures, vs_paper.png/.pdf")
+    sub.add_argument("--choices-reference", type=existing_file, default=None, metavar="TSV",
+                     help="a routed certificate TSV: each --dual row gets the share of inputs whose choice (sigma "
+                          "or expert) is this one's and the mean per-input change of certified radius")
     sub.set_defaults(run=lambda a: _report_experiment(
         _unique(a.global_tables, "sigma"), _unique(a.method, "row name"), _unique(a.dual, "row name"), a.radii,
-        a.table, a.figures, a.title, a.published))
+        a.table, a.figures, a.title, a.published, a.choices_reference))
     sub = commands.add_parser(
         "convert-denoiser", help="convert an improved-/guided-diffusion checkpoint to a denoiser directory",
         description="Write an openai improved-diffusion or guided-diffusion checkpoint (a torch.save'd state "

@@ -3,7 +3,7 @@
 Each check returns problem lines ``config: <key>: <what is wrong>`` (empty when the configuration is
 sound), so the workflow refuses a bad value before its first job, naming the key; the checks need no
 Snakemake and import no torch (the model checks import timm or transformers only for archs that
-name them). The workflow (``workflow/rules/common.smk``) runs them on the merged configuration.
+name them, and timm not for a name :mod:`dualrs.timm_names` remembers). The workflow (``workflow/rules/common.smk``) runs them on the merged configuration.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from dualrs import timm_names
 from dualrs.plugins import DATASETS_GROUP, MODELS_GROUP, plugin_names
 
 #: File names spell a σ as ``sigma<spelling>`` with this pattern (the ``sigma`` wildcard).
@@ -282,9 +283,12 @@ def arch_problems(arch: str, key: str) -> list[str]:
 
 
 def _timm_problem(name: str, key: str) -> str | None:
+    if ":" not in name and timm_names.remembered(name.split(".")[0]):  # no source prefix; the tag aside
+        return None
     import timm
     from timm.models import parse_model_name
 
+    timm_names.remember(timm.list_models())
     source, _ = parse_model_name(name)
     if source is not None or timm.is_model(name):  # hf-hub: and local-dir: sources name their own config
         return None

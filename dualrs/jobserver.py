@@ -51,18 +51,21 @@ def identity() -> dict[str, str]:
     return {"prefix": sys.prefix, "package": str(Path(dualrs.__file__).resolve().parent)}
 
 
-def serve(path: Path) -> Request:
+def serve(path: Path, parent: int) -> Request:
     """Preload :data:`PRELOAD`, listen at ``path`` and fork a child per request.
 
     Returns only in a child, with the request it is to run; the server itself exits (SystemExit) on
-    SIGTERM or SIGINT or when its parent process is gone, first sending SIGTERM to its running children.
+    SIGTERM or SIGINT or once its parent process is not ``parent`` (the process that started it is gone,
+    perhaps before this one ran), first sending SIGTERM to its running children.
     """
+    if os.getppid() != parent:
+        raise SystemExit(0)
     from dualrs.host_memory import keep_freed_memory  # here, not at the top: every job's client imports this module
 
     keep_freed_memory()
     for module in PRELOAD:
         import_module(module)
-    server, parent, stopping = os.getpid(), os.getppid(), []
+    server, stopping = os.getpid(), []
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda number, frame: stopping.append(number))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -3,7 +3,8 @@
 Either way the process ends without tearing down its modules (about 2 s once torch, timm and diffusers
 are loaded): stdio is flushed and the atexit handlers run, then the process exits.
 
-``dualrs job-server SOCKET`` starts a server (the workflow starts one per local Snakemake run).
+``dualrs job-server SOCKET PARENT_PID`` starts a server that stops when its parent is not PARENT_PID (the
+workflow starts one per local Snakemake run, naming itself).
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ RELAYED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["job-server"]:
-        if len(argv) != 2:
-            sys.exit("usage: dualrs job-server SOCKET")
-        request = jobserver.serve(Path(argv[1]))  # returns only in a forked child
+        if len(argv) != 3 or not argv[2].isdigit():
+            sys.exit("usage: dualrs job-server SOCKET PARENT_PID")
+        request = jobserver.serve(Path(argv[1]), int(argv[2]))  # returns only in a forked child
         jobserver.become(request)
         argv = request.argv
     elif os.environ.get(jobserver.SOCKET_VARIABLE):

@@ -534,8 +534,13 @@ class Plan:
     def ablation_certificates(self, name: str, ablation: str, value: str) -> str:
         """The certificates of an ablation value: the experiment's round-0 dual ones for its own setting."""
         if self.is_experiment_setting(name, ablation, value):
-            return f"results/{name}/certify/dual/it0.tsv"
+            return self.ablation_reference(name)
         return f"{ablation_dir(name, ablation, value)}/certify.tsv"
+
+    @staticmethod
+    def ablation_reference(name: str) -> str:
+        """The experiment's round-0 dual RS certificates, which every ablation row is compared with."""
+        return f"results/{name}/certify/dual/it0.tsv"
 
     def ablation_tables(self, names: Iterable[str]) -> list[str]:
         """Every configured ablation table of the given experiments."""

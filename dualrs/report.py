@@ -63,6 +63,38 @@ def summary_table(methods: Mapping[str, pd.DataFrame], radii: Sequence[float]) -
     return table
 
 
+SAME_CHOICE, RADIUS_CHANGE = "same choice (%)", "mean abs ΔR"
+
+
+def choice_agreement(routed: Mapping[str, pd.DataFrame], reference: pd.DataFrame) -> pd.DataFrame:
+    """How far each routed row is from ``reference`` input by input (an ablation's rows from the experiment's
+    own round-0 dual RS), where a difference of certified accuracy alone could hide or exaggerate it:
+
+    - ``same choice (%)``: the share of test inputs whose selector chose what the reference's chose (the σ
+      of dual RS, the expert of a router; a selector that abstains chooses nothing, which counts too);
+    - ``mean abs ΔR``: the mean over test inputs of |R − R_ref|, R the certified radius of a correct
+      certificate and 0 otherwise (the radius certified accuracy and ACR count).
+
+    Rows that differ only by training randomness (the ``estimator_seed`` ablation) show how much of either
+    is noise."""
+    column = "expert" if "expert" in reference else "sigma"
+    reference = reference.set_index("idx")
+    rows = {}
+    for name, frame in routed.items():
+        if frozenset(frame["idx"]) != frozenset(reference.index):
+            raise ValueError(f"method {name!r} was certified on other test samples than the reference")
+        matched = reference.loc[frame["idx"]]
+        same = choice_labels(frame[column]) == choice_labels(matched[column])
+        change = np.abs(correct_radius(frame) - correct_radius(matched.reset_index()))
+        rows[name] = {SAME_CHOICE: 100 * float(np.mean(same)), RADIUS_CHANGE: float(np.mean(change))}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def choice_labels(choices: pd.Series) -> np.ndarray:
+    """Each choice as text, "" where the selector abstained (chose nothing)."""
+    return np.array(["" if pd.isna(choice) else str(choice) for choice in choices])
+
+
 def accuracy_curves(methods: Mapping[str, pd.DataFrame], grid: Sequence[float]) -> pd.DataFrame:
     """Long table ``method radius certified_accuracy`` (%) over ``grid``: the data of the curves figure."""
     return pd.concat([
@@ -158,7 +190,7 @@ def column_formatter(column: str) -> Callable[[float], str]:
     3 significant digits, n as an integer; missing values blank."""
     if column == "n":
         form = "{:.0f}".format
-    elif column == "ACR":
+    elif column in ("ACR", RADIUS_CHANGE):
         form = "{:.3f}".format
     elif column == "s/input":
         form = "{:#.3g}".format
@@ -211,7 +243,8 @@ def write_tables(table: pd.DataFrame, csv_path: Path | str) -> list[Path]:
     """Write ``.csv`` and its ``.md``, ``.tex`` (booktabs) and ``.json`` (metrics, missing as null)
     siblings; the CSV and JSON keep every column."""
     csv_path = Path(csv_path)
-    rounded = table.round({c: 1 for c in table.columns if c.startswith("r=")}).round({"ACR": 3, "s/input": 4})
+    rounded = table.round({c: 1 for c in table.columns if c.startswith("r=")})
+    rounded = rounded.round({"ACR": 3, "s/input": 4, SAME_CHOICE: 1, RADIUS_CHANGE: 3})
     paths = [csv_path.with_suffix(ext) for ext in (".csv", ".md", ".tex", ".json")]
     metrics = {name: {k: None if pd.isna(v) else float(v) for k, v in row.items()} for name, row in rounded.iterrows()}
     contents = [rounded.to_csv(), markdown_table(table), latex_table(table),
@@ -410,6 +443,7 @@ def load_methods(paths: Mapping[str, Path | str]) -> dict[str, pd.DataFrame]:
 def report_experiment(
     global_tables: Mapping[float, Path], other_tables: Mapping[str, Path], routed_tables: Mapping[str, Path],
     radii: Sequence[float], table: Path, figures: Path | None, title: str, published: str | None = None,
+    choices_reference: Path | None = None,
 ) -> None:
     """Summary table (csv/md/tex/json), the accuracy–radius curves as CSV and the figures of one experiment.
 
@@ -418,6 +452,8 @@ def report_experiment(
     certificates record the σ chosen per input. With global runs, ``<table>_headroom.csv/.md`` holds
     the share of the oracle's headroom every other row captures. With ``published`` (an experiment of
     :mod:`dualrs.published`), ``<table>_vs_paper.csv/.md`` and the figure ``vs_paper`` compare with it.
+    With ``choices_reference`` (a routed certificate TSV), the routed rows get the columns of
+    :func:`choice_agreement`.
     """
     table = Path(table)
     named_globals = {f"global σ={s:g}": p for s, p in sorted(global_tables.items())}
@@ -426,6 +462,8 @@ def report_experiment(
     if by_sigma:
         methods = {n: methods[n] for n in named_globals} | {ORACLE: oracle_certificates(by_sigma)} | methods
     summary = summary_table(methods, radii)
+    if choices_reference is not None:
+        summary = summary.join(choice_agreement({n: methods[n] for n in routed_tables}, read_table(choices_reference)))
     write_tables(summary, table)
     write_curves(methods, table.with_name(f"{table.stem}_curve.csv"))
     rows = [*other_tables, *routed_tables]

@@ -13,6 +13,17 @@ from pipeline import REPO, TINY, snakemake
 
 keep_freed_memory()  # in-process certification as fast as in a dualrs job
 
+# Test files that run whole pipelines, longest first. pytest-xdist (--dist loadfile --no-loadscope-reorder)
+# hands out files in collection order, so these start at once and overlap, instead of the longest running
+# last on one worker while the other idles.
+FIRST = ("test_slurm.py", "test_paper_dags.py", "test_determinism.py", "test_dvc.py", "test_workflow.py",
+         "test_ablations.py", "test_bad_input.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: other files keep their order
+
 
 @pytest.fixture
 def single_thread() -> Iterator[None]:

@@ -332,6 +332,10 @@ def test_one_ablation_runs_end_to_end(workdir):
     dual = read_table(workdir / "results/tiny/ablations/n_label/8/certify.tsv")
     assert list(dual["idx"]) == list(baseline["idx"])
     assert ((dual["radius"] <= dual[["r_sigma", "r_c"]].min(axis=1) + 1e-9) | (dual["predict"] == -1)).all()
+    # each row against the experiment's own, input by input
+    assert tuple(table.loc["n_label=16", ["same choice (%)", "mean abs ΔR"]]) == (100, 0)
+    same = (dual["sigma"].fillna(0).to_numpy() == baseline["sigma"].fillna(0).to_numpy()).mean()
+    assert table.loc["n_label=8", "same choice (%)"] == pytest.approx(100 * same, abs=0.05)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dualrs.jobserver import SOCKET_VARIABLE, identity
@@ -25,7 +26,7 @@ def wait_for(condition, seconds: float, what: str) -> None:
 
 
 def start_server(path: Path, **popen) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "dualrs", "job-server", str(path)], **popen)
+    server = subprocess.Popen([sys.executable, "-m", "dualrs", "job-server", str(path), str(os.getpid())], **popen)
     wait_for(lambda: path.exists() or server.poll() is not None, 300, "the job server's socket")
     assert server.poll() is None, "the job server exited while preloading"
     return server
@@ -75,6 +76,33 @@ def test_a_served_command_writes_what_the_command_alone_writes(prepared, server,
     assert served.returncode == alone.returncode == 0, served.stderr + alone.stderr
     assert (prepared / "served.safetensors").read_bytes() == (prepared / "alone.safetensors").read_bytes()
     assert "forked by job server" in served.stderr and "forked by job server" not in alone.stderr
+
+
+DENOISER = ["train-denoiser", "--dataset", "digits", "--root", "data", "--steps", "3", "--batch-size", "8", "--lr",
+            "0.002", "--threads", "1", "--device", "cpu", "--out"]
+
+
+def certify_denoised(denoiser: str, out: str) -> list[str]:
+    return ["certify-global", "--dataset", "digits", "--root", "data", "--n0", "8", "--n", "32", "--batch-size", "16",
+            "--every", "60", "--denoiser", denoiser, "--classifier", "served.safetensors", "--sigma", "0.5",
+            "--alpha", "0.01", "--device", "cpu", "--threads", "1", "--out", out]
+
+
+def test_a_served_ddpm_and_denoised_certification_write_what_they_write_alone(prepared, server):
+    """The DDPM's training and a denoised-smoothing certificate, the jobs whose imports the server saves most."""
+    if not (prepared / "served.safetensors").exists():
+        assert dualrs(train_args(2, "served.safetensors"), prepared, server).returncode == 0
+    for kind in ("served", "alone"):
+        where = server if kind == "served" else None
+        result = dualrs([*DENOISER, f"ddpm_{kind}"], prepared, where)
+        assert result.returncode == 0, result.stderr
+        result = dualrs(certify_denoised(f"ddpm_{kind}", f"{kind}.tsv"), prepared, where)
+        assert result.returncode == 0, result.stderr
+        assert ("forked by job server" in result.stderr) == (kind == "served")
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert (prepared / "ddpm_served" / weights).read_bytes() == (prepared / "ddpm_alone" / weights).read_bytes()
+    served, alone = (pd.read_csv(prepared / f"{kind}.tsv", sep="\t").drop(columns="time") for kind in ("served", "alone"))
+    assert len(served) == 9 and served.equals(alone)
 
 
 @pytest.mark.parametrize("args,code,message", [
@@ -148,7 +176,8 @@ def test_a_client_of_another_environment_is_refused_and_runs_its_command_itself(
 def test_the_server_stops_when_the_process_that_started_it_is_gone(tmp_path):
     path = tmp_path / "socket"
     parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                               f"p = subprocess.Popen([sys.executable, '-m', 'dualrs', 'job-server', {str(path)!r}]); "
+                               "import os; p = subprocess.Popen([sys.executable, '-m', 'dualrs', 'job-server', "
+                               f"{str(path)!r}, str(os.getpid())]); "
                                "print(p.pid, flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
     server = int(parent.stdout.readline())
     wait_for(path.exists, 300, "the job server's socket")
@@ -156,6 +185,18 @@ def test_the_server_stops_when_the_process_that_started_it_is_gone(tmp_path):
     parent.wait()
     wait_for(lambda: not path.exists(), 30, "the orphaned server to stop")
     wait_for(lambda: gone(server), 30, "the orphaned server to exit")
+
+
+def test_a_server_whose_parent_is_already_gone_exits_without_listening(tmp_path):
+    """Snakemake killed while its server starts: the server, reparented before it could look, exits at once."""
+    gone_parent = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+    result = subprocess.run([sys.executable, "-m", "dualrs", "job-server", str(tmp_path / "socket"), gone_parent],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr, list(tmp_path.iterdir())) == (0, "", [])
+    for args in ([], ["only-a-socket"], ["socket", "not-a-pid"]):
+        usage = subprocess.run([sys.executable, "-m", "dualrs", "job-server", *args], capture_output=True, text=True)
+        assert (usage.returncode, usage.stderr) == (1, "usage: dualrs job-server SOCKET PARENT_PID\n")
 
 
 def test_exit_fast_exits_as_sys_exit_does_after_the_atexit_handlers(tmp_path):

@@ -170,3 +170,21 @@ def test_a_method_has_one_colour_in_every_figure():
     names = ("global σ=0.25", "global σ=0.5", "global σ=1", ORACLE, "cascade", "dual (off-the-shelf)",
              "dual (finetuned)", "dual (finetuned, round 2)", "dual (finetuned, estimator retrained, round 2)", "router")
     assert len({method_colour(n) for n in names}) == len(names)
+
+
+def test_choice_agreement_counts_same_choices_and_radius_changes_input_by_input():
+    reference = pd.DataFrame({"idx": [0, 1, 2, 3], "sigma": [0.25, 0.5, np.nan, 1.0],
+                              "radius": [0.3, 0.6, 0.0, 1.2], "correct": [1, 1, 0, 0]})
+    # in another order; input 2: both selectors abstain (the same non-choice); input 3 now certified
+    row = pd.DataFrame({"idx": [3, 2, 1, 0], "sigma": [1.0, np.nan, 0.25, 0.25],
+                        "radius": [0.5, 0.0, 0.2, 0.3], "correct": [1, 0, 1, 1]})
+    table = report.choice_agreement({"row": row, "itself": reference}, reference)
+    assert table.loc["row", report.SAME_CHOICE] == 75.0  # inputs 0, 2, 3
+    assert table.loc["row", report.RADIUS_CHANGE] == pytest.approx((0.5 + 0 + 0.4 + 0) / 4)
+    assert tuple(table.loc["itself"]) == (100.0, 0.0)
+    router = pd.DataFrame({"idx": [0, 1], "expert": ["dds", "noise"], "sigma": [0.5, 0.5], "radius": [0.1, 0.1],
+                           "correct": [1, 1]})
+    swapped = router.assign(expert=["noise", "noise"])  # same σ, another expert: a different choice
+    assert report.choice_agreement({"swapped": swapped}, router).loc["swapped", report.SAME_CHOICE] == 50.0
+    with pytest.raises(ValueError, match="other test samples than the reference"):
+        report.choice_agreement({"row": row.iloc[:3]}, reference)

@@ -92,9 +92,12 @@ def test_slurm_profile_submits_the_paper_jobs_with_their_resources(tmp_path):
 
 
 def tiny_only(path: Path) -> Path:
-    """The tiny experiment alone, its model rules asking for one GPU each (its router needs tiny_dds)."""
+    """The tiny experiment alone, its model rules asking for one GPU each (its router needs tiny_dds), in one
+    shard per labelling and certification (the same certificates as the suite's two-shard local run)."""
     tiny = yaml.safe_load(TINY.read_text())["experiments"]["tiny"]
     tiny.pop("router", None)
+    for step in ("label", "certify"):
+        tiny[step]["shards"] = 1
     tiny["resources"] = {"gpu": 1, "mem_mb": 1000, "runtime": 30}
     path.write_text(yaml.safe_dump({"default_targets": ["tiny"], "experiments": {"tiny": tiny}}))
     return path

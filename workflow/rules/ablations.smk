@@ -94,12 +94,14 @@ use rule merge_ablation_certificates as merge_ablation_training_set_certificates
 
 
 rule ablation_report:
-    """The table of ablation {ablation}: one row per value."""
+    """The table of ablation {ablation}: one row per value, each compared input by input with the experiment's
+    own round-0 dual RS (same choice of σ, mean change of certified radius)."""
     input:
-        lambda wc: [
+        certificates=lambda wc: [
             ablation_certificates(wc.experiment, wc.ablation, v)
             for v in ablation_values(wc.experiment, wc.ablation)
         ],
+        reference=lambda wc: ablation_reference(wc.experiment),
     output:
         table=report(
             "results/tables/ablations/{experiment}_{ablation}.csv",
@@ -127,12 +129,15 @@ rule ablation_report:
     params:
         dual_args=lambda wc, input: " ".join(
             shlex.quote(f"--dual={ablation_row(wc.experiment, wc.ablation, v)}={path}")
-            for v, path in zip(ablation_values(wc.experiment, wc.ablation), input)
+            for v, path in zip(
+                ablation_values(wc.experiment, wc.ablation), input.certificates
+            )
         ),
         radii=radii_args,
         code=code("report"),
     shell:
-        "dualrs report {params.dual_args} --radii {params.radii} --table {output.table} > {log} 2>&1"
+        "dualrs report {params.dual_args} --choices-reference {input.reference} --radii {params.radii} "
+        "--table {output.table} > {log} 2>&1"
 
 
 rule ablations:

@@ -9,6 +9,7 @@ ablation_values = planned(PLAN.ablation_values)
 ablation_labels = planned(PLAN.ablation_labels)
 ablation_estimator = PLAN.ablation_estimator
 ablation_certificates = PLAN.ablation_certificates
+ablation_reference = PLAN.ablation_reference
 ablation_tables = PLAN.ablation_tables
 
 

@@ -24,7 +24,7 @@ def start_job_server():
     os.makedirs(os.path.dirname(JOB_SERVER_LOG), exist_ok=True)
     with open(JOB_SERVER_LOG, "w") as log:
         process = subprocess.Popen(
-            [executable, "job-server", socket_path],
+            [executable, "job-server", socket_path, str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
