@@ -88,6 +88,7 @@ def certify_denoised(denoiser: str, out: str) -> list[str]:
             "--alpha", "0.01", "--device", "cpu", "--threads", "1", "--out", out]
 
 
+@pytest.mark.slow
 def test_a_served_ddpm_and_denoised_certification_write_what_they_write_alone(prepared, server):
     """The DDPM's training and a denoised-smoothing certificate, the jobs whose imports the server saves most."""
     if not (prepared / "served.safetensors").exists():

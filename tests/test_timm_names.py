@@ -27,6 +27,7 @@ def without_timm(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)
 
 
+@pytest.mark.slow  # imports timm (5 s)
 def test_a_known_name_is_checked_without_timm_once_timm_has_listed_its_names(cache, monkeypatch):
     assert problems("timm/resnet18") == []
     assert sorted(path.name for path in cache.iterdir()) == [CACHE_NAME]
@@ -35,6 +36,7 @@ def test_a_known_name_is_checked_without_timm_once_timm_has_listed_its_names(cac
     assert problems("timm/resnet18.a1_in1k") == []  # a pretrained tag
 
 
+@pytest.mark.slow  # imports timm (5 s)
 def test_a_name_the_cache_lacks_is_asked_of_timm(cache, monkeypatch):
     [problem] = problems("timm/resnet_eighteen")
     assert problem.startswith(f"config: experiments.x.classifier.arch: timm has no model 'resnet_eighteen' "
@@ -45,6 +47,7 @@ def test_a_name_the_cache_lacks_is_asked_of_timm(cache, monkeypatch):
             problems(arch)
 
 
+@pytest.mark.slow  # imports timm (5 s)
 def test_an_unwritable_or_corrupt_cache_changes_no_answer(tmp_path, monkeypatch):
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder would be")
