@@ -85,7 +85,7 @@ def choice_agreement(routed: Mapping[str, pd.DataFrame], reference: pd.DataFrame
             raise ValueError(f"method {name!r} was certified on other test samples than the reference")
         matched = reference.loc[frame["idx"]]
         same = choice_labels(frame[column]) == choice_labels(matched[column])
-        change = np.abs(correct_radius(frame) - correct_radius(matched.reset_index()))
+        change = np.abs(correct_radius(frame) - correct_radius(matched))
         rows[name] = {SAME_CHOICE: 100 * float(np.mean(same)), RADIUS_CHANGE: float(np.mean(change))}
     return pd.DataFrame.from_dict(rows, orient="index")
 

@@ -64,14 +64,21 @@ def prepared(tmp_path_factory, server) -> Path:
     return work
 
 
-def test_a_served_command_writes_what_the_command_alone_writes(prepared, server, tmp_path):
+@pytest.fixture(scope="module")
+def served_training(prepared, server) -> subprocess.CompletedProcess:
+    """A classifier trained by a served command (torch with two intra-op threads in a forked child), in the
+    client's cwd: served.safetensors."""
+    return dualrs(train_args(2, "served.safetensors"), prepared, server)
+
+
+def test_a_served_command_writes_what_the_command_alone_writes(prepared, served_training, tmp_path):
     alone = dualrs([*PREPARE, str(tmp_path / "data")], tmp_path, None)
     assert alone.returncode == 0, alone.stderr
     written = sorted(p.relative_to(prepared / "data") for p in (prepared / "data").rglob("*") if p.is_file())
     assert written == sorted(p.relative_to(tmp_path / "data") for p in (tmp_path / "data").rglob("*") if p.is_file())
     assert all((prepared / "data" / p).read_bytes() == (tmp_path / "data" / p).read_bytes() for p in written)
-    # torch with two intra-op threads in a forked child: same weights as a fresh process, in the client's cwd
-    served = dualrs(train_args(2, "served.safetensors"), prepared, server)
+    # same weights as a fresh process
+    served = served_training
     alone = dualrs(train_args(2, "alone.safetensors"), prepared, None)
     assert served.returncode == alone.returncode == 0, served.stderr + alone.stderr
     assert (prepared / "served.safetensors").read_bytes() == (prepared / "alone.safetensors").read_bytes()
@@ -89,10 +96,9 @@ def certify_denoised(denoiser: str, out: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_served_ddpm_and_denoised_certification_write_what_they_write_alone(prepared, server):
+def test_a_served_ddpm_and_denoised_certification_write_what_they_write_alone(prepared, server, served_training):
     """The DDPM's training and a denoised-smoothing certificate, the jobs whose imports the server saves most."""
-    if not (prepared / "served.safetensors").exists():
-        assert dualrs(train_args(2, "served.safetensors"), prepared, server).returncode == 0
+    assert served_training.returncode == 0, served_training.stderr
     for kind in ("served", "alone"):
         where = server if kind == "served" else None
         result = dualrs([*DENOISER, f"ddpm_{kind}"], prepared, where)
