@@ -373,10 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--dual", type=name_path, action="append", default=[],
                      help="NAME=TSV: a routed row (dual RS, router) with the sigma chosen per input")
     sub.add_argument("--radii", type=nonnegative_float, nargs="+", required=True, help="radii of the table's columns")
+    sub.add_argument("--sigmas", type=noise_level, nargs="+", default=[],
+                     help="the candidate set: columns of _choices.csv whether chosen or not (the --global sigmas are)")
     sub.add_argument("--title", default="", help="figure title")
     sub.add_argument("--table", type=Path, required=True,
-                     help="CSV path; .md, .tex, .json, _curve.csv and (with --global) _headroom.csv/.md "
-                          "written beside it")
+                     help="CSV path; .md, .tex, .json, _curve.csv, _choices.csv/.md and (with --global) "
+                          "_headroom.csv/.md written beside it")
     sub.add_argument("--figures", type=Path, default=None, help="figure folder (none: no figures)")
     sub.add_argument("--published", metavar="EXPERIMENT", default=None,
                      help="compare with the paper's numbers for EXPERIMENT (dualrs/published_numbers.yaml): "
@@ -386,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "or expert) is this one's and the mean per-input change of certified radius")
     sub.set_defaults(run=lambda a: _report_experiment(
         _unique(a.global_tables, "sigma"), _unique(a.method, "row name"), _unique(a.dual, "row name"), a.radii,
-        a.table, a.figures, a.title, a.published, a.choices_reference))
+        a.table, a.figures, a.title, a.published, a.choices_reference, a.sigmas))
     sub = commands.add_parser(
         "convert-denoiser", help="convert an improved-/guided-diffusion checkpoint to a denoiser directory",
         description="Write an openai improved-diffusion or guided-diffusion checkpoint (a torch.save'd state "

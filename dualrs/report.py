@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -93,6 +94,41 @@ def choice_agreement(routed: Mapping[str, pd.DataFrame], reference: pd.DataFrame
 def choice_labels(choices: pd.Series) -> np.ndarray:
     """Each choice as text, "" where the selector abstained (chose nothing)."""
     return np.array(["" if pd.isna(choice) else str(choice) for choice in choices])
+
+
+ABSTAIN = "abstain"
+
+
+def choice_shares(methods: Mapping[str, pd.DataFrame], sigmas: Sequence[float] = ()) -> pd.DataFrame:
+    """Share (%) of test inputs on which each selecting row chose each candidate: the σ of dual RS, of the
+    cascade stage that answered and of the oracle's certificate; the expert of a router; ``abstain`` where
+    nothing was chosen (the estimator, or every cascade stage, abstained). Rows without a choice (global σ,
+    experts alone) are left out; a row's cells for the other kind of candidate are NaN. Columns: the σ
+    chosen by a row and every σ of ``sigmas`` (the candidate set Σ, chosen or not), in increasing order;
+    the experts chosen, by name.
+
+    Beside the oracle's row, it shows whether a selector chooses per input at all: one that picks the same
+    σ for every input is global RS at σ, whatever its certified accuracy."""
+    kinds = {name: "expert" if "expert" in frame else "sigma"
+             for name, frame in methods.items() if "expert" in frame or "sigma" in frame}
+    def chosen(kind: str) -> set:
+        return {value for name in kinds if kinds[name] == kind for value in methods[name][kind].dropna()}
+
+    sigmas = sorted({float(s) for s in chosen("sigma")} | {float(s) for s in sigmas})
+    experts = sorted(str(e) for e in chosen("expert"))
+    candidates = {"sigma": [sigma_label(s) for s in sigmas], "expert": experts}
+    rows = {}
+    for name, kind in kinds.items():
+        label = sigma_label if kind == "sigma" else str
+        counts = methods[name][kind].map(label, na_action="ignore").fillna(ABSTAIN).value_counts()
+        rows[name] = {c: 100 * counts.get(c, 0) / len(methods[name]) for c in [*candidates[kind], ABSTAIN]}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[*candidates["sigma"], *experts, ABSTAIN], dtype=float)
+    table.index.name = "method"
+    return table
+
+
+def sigma_label(sigma: float) -> str:
+    return f"σ={float(sigma):g}"
 
 
 def accuracy_curves(methods: Mapping[str, pd.DataFrame], grid: Sequence[float]) -> pd.DataFrame:
@@ -204,10 +240,14 @@ def shown_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if not (table[c].fillna(0) == 0).all()]
 
 
-def text_table(table: pd.DataFrame, formats: Mapping[str, Callable[[float], str]] | None = None) -> pd.DataFrame:
-    """``table`` with its index as the first column, every value printed by its column's formatter."""
+def text_table(
+    table: pd.DataFrame, formats: Mapping[str, Callable[[float], str]] | None = None, drop_zero: bool = True,
+) -> pd.DataFrame:
+    """``table`` with its index as the first column, every value printed by its column's formatter; with
+    ``drop_zero``, only the :func:`shown_columns`."""
     formats = formats or {}
-    text = pd.DataFrame({c: table[c].map(formats.get(c, column_formatter(c))) for c in shown_columns(table)})
+    columns = shown_columns(table) if drop_zero else list(table.columns)
+    text = pd.DataFrame({c: table[c].map(formats.get(c, column_formatter(c))) for c in columns})
     return text.set_axis(table.index).reset_index()
 
 
@@ -235,8 +275,10 @@ def latex_table(table: pd.DataFrame, formats: Mapping[str, Callable[[float], str
     return text.style.hide(axis="index").to_latex(hrules=True, column_format="l" + "r" * (text.shape[1] - 1))
 
 
-def markdown_table(table: pd.DataFrame, formats: Mapping[str, Callable[[float], str]] | None = None) -> str:
-    return text_table(table, formats).to_markdown(index=False, disable_numparse=True) + "\n"
+def markdown_table(
+    table: pd.DataFrame, formats: Mapping[str, Callable[[float], str]] | None = None, drop_zero: bool = True,
+) -> str:
+    return text_table(table, formats, drop_zero).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def write_tables(table: pd.DataFrame, csv_path: Path | str) -> list[Path]:
@@ -261,6 +303,17 @@ def write_headroom(shares: pd.DataFrame, csv_path: Path | str) -> list[Path]:
             "100 (row − best global σ) / (oracle − best global σ); blank: no headroom.\n\n")
     formats = {c: column_formatter("ACR" if c == "ACR" else "r=") for c in shares.columns}
     _write_texts(paths, [shares.round(3).to_csv(), note + markdown_table(shares, formats)])
+    return paths
+
+
+def write_choices(shares: pd.DataFrame, csv_path: Path | str) -> list[Path]:
+    """The choice shares (%) of :func:`choice_shares` as ``.csv`` and ``.md``."""
+    paths = [Path(csv_path).with_suffix(ext) for ext in (".csv", ".md")]
+    note = ("Share (%) of test inputs on which each row chose each σ (each expert, for a router); abstain: "
+            f"nothing chosen. The row of the {ORACLE} gives the σ of each input's best global certificate, "
+            "chosen after seeing every outcome.\n\n")
+    formats = {c: column_formatter("r=") for c in shares.columns}
+    _write_texts(paths, [shares.round(1).to_csv(), note + markdown_table(shares, formats, drop_zero=False)])
     return paths
 
 
@@ -308,7 +361,7 @@ def delta_classifier_radius(routed: pd.DataFrame, global_by_sigma: Mapping[float
 
 
 FIXED_COLOURS = {ORACLE: "black", "dual": "tab:orange", "dual (off-the-shelf)": "tab:orange",
-                 "router": "tab:purple", "cascade": "tab:green", "abstain": "lightgrey"}
+                 "router": "tab:purple", "cascade": "tab:green", ABSTAIN: "lightgrey"}
 
 
 def method_colour(name: str) -> str:
@@ -390,9 +443,9 @@ def choices_figure(name: str, frame: pd.DataFrame) -> plt.Figure:
     if "expert" in frame:
         choice, row = frame["expert"], "expert {}".format
     else:
-        choice, row = frame["sigma"].map(lambda s: f"σ={s:g}", na_action="ignore"), "global {}".format
-    counts = pd.crosstab(frame["label"], choice.fillna("abstain"))
-    colours = [method_colour(c if c == "abstain" else row(c)) for c in counts.columns]
+        choice, row = frame["sigma"].map(sigma_label, na_action="ignore"), "global {}".format
+    counts = pd.crosstab(frame["label"], choice.fillna(ABSTAIN))
+    colours = [method_colour(c if c == ABSTAIN else row(c)) for c in counts.columns]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     counts.plot.bar(stacked=True, ax=left, width=0.8, color=colours)
     left.set(xlabel="true class", ylabel="test inputs", title=f"{name}: choice per class")
@@ -443,14 +496,17 @@ def load_methods(paths: Mapping[str, Path | str]) -> dict[str, pd.DataFrame]:
 def report_experiment(
     global_tables: Mapping[float, Path], other_tables: Mapping[str, Path], routed_tables: Mapping[str, Path],
     radii: Sequence[float], table: Path, figures: Path | None, title: str, published: str | None = None,
-    choices_reference: Path | None = None,
+    choices_reference: Path | None = None, sigmas: Sequence[float] = (),
 ) -> None:
     """Summary table (csv/md/tex/json), the accuracy–radius curves as CSV and the figures of one experiment.
 
     Rows: global σ runs, the oracle over them (not a certificate; with global runs only), then
     ``other_tables`` (cascade, experts alone), then the routed methods (dual RS, router), whose
-    certificates record the σ chosen per input. With global runs, ``<table>_headroom.csv/.md`` holds
-    the share of the oracle's headroom every other row captures. With ``published`` (an experiment of
+    certificates record the σ chosen per input. ``<table>_choices.csv/.md`` holds how often each row that
+    chooses (oracle, cascades, routed rows) chose each σ (those of ``sigmas`` and of the global runs
+    chosen or not) or expert (:func:`choice_shares`); a routed row that chose one σ for every input gets a
+    warning. With global runs, ``<table>_headroom.csv/.md`` holds the share of the oracle's headroom every
+    other row captures. With ``published`` (an experiment of
     :mod:`dualrs.published`), ``<table>_vs_paper.csv/.md`` and the figure ``vs_paper`` compare with it.
     With ``choices_reference`` (a routed certificate TSV), the routed rows get the columns of
     :func:`choice_agreement`.
@@ -466,6 +522,12 @@ def report_experiment(
         summary = summary.join(choice_agreement({n: methods[n] for n in routed_tables}, read_table(choices_reference)))
     write_tables(summary, table)
     write_curves(methods, table.with_name(f"{table.stem}_curve.csv"))
+    choices = choice_shares(methods, [*global_tables, *sigmas])
+    write_choices(choices, table.with_name(f"{table.stem}_choices.csv"))
+    for name in routed_tables:
+        if (single := choices.loc[name].drop(ABSTAIN).dropna()).max() == 100:
+            warnings.warn(f"{name!r} chose {single.idxmax()} for every test input: it is that single choice "
+                          "with extra cost, not a per-input selection", stacklevel=2)
     rows = [*other_tables, *routed_tables]
     if by_sigma and rows:
         write_headroom(headroom_table(summary, list(named_globals), rows), table.with_name(f"{table.stem}_headroom.csv"))
@@ -477,3 +539,4 @@ def report_experiment(
         if figures is not None and (comparison["metric"] == "certified accuracy (%)").any():
             _save(vs_paper_figure(methods, comparison, title), Path(figures) / "vs_paper")
     print(summary.round(3).to_string())
+    print(choices.round(1).to_string())

@@ -336,6 +336,12 @@ def test_one_ablation_runs_end_to_end(workdir):
     assert tuple(table.loc["n_label=16", ["same choice (%)", "mean abs ΔR"]]) == (100, 0)
     same = (dual["sigma"].fillna(0).to_numpy() == baseline["sigma"].fillna(0).to_numpy()).mean()
     assert table.loc["n_label=8", "same choice (%)"] == pytest.approx(100 * same, abs=0.05)
+    # and the σ each row's estimator chose
+    choices = pd.read_csv(workdir / "results/tables/ablations/tiny_n_label_choices.csv", index_col="method")
+    chosen = dual["sigma"].map("σ={:g}".format, na_action="ignore").fillna("abstain")
+    shares = 100 * chosen.value_counts(normalize=True)
+    np.testing.assert_allclose(choices.loc["n_label=8", shares.index], shares, atol=0.05)
+    np.testing.assert_allclose(choices.sum(axis=1), 100, atol=0.2)
 
 
 @pytest.mark.slow

@@ -275,13 +275,13 @@ def test_an_experiment_named_after_another_experiments_curve_file_is_refused(tmp
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "config: experiments: 'tiny_curve' does not match" in output
-    assert "not ending in _curve, _headroom or _vs_paper" in output
+    assert "not ending in _curve, _headroom, _choices or _vs_paper" in output
     assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.parametrize(("name", "legal"), [
     ("tiny", True), ("tiny_dds", True), ("curve", True), ("x_curves", True), ("headroom-1", True),
-    ("x_curve", False), ("x_headroom", False), ("x_vs_paper", False), ("x y", False),
+    ("x_curve", False), ("x_headroom", False), ("x_choices", False), ("x_vs_paper", False), ("x y", False),
 ])
 def test_experiment_names_that_collide_with_report_files(name, legal):
     import jsonschema

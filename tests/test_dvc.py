@@ -70,7 +70,7 @@ FAKE_DUALRS = textwrap.dedent('''\
     elif argv[0] == "report":
         table = arg("--table")
         for suffix in (".csv", ".md", ".tex", ".json", "_curve.csv", "_headroom.csv", "_headroom.md",
-                       "_vs_paper.csv", "_vs_paper.md"):
+                       "_choices.csv", "_choices.md", "_vs_paper.csv", "_vs_paper.md"):
             table.with_name(table.stem + suffix).write_text(text)
         if arg("--figures"):
             arg("--figures").mkdir(parents=True, exist_ok=True)

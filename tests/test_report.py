@@ -188,3 +188,44 @@ def test_choice_agreement_counts_same_choices_and_radius_changes_input_by_input(
     assert report.choice_agreement({"swapped": swapped}, router).loc["swapped", report.SAME_CHOICE] == 50.0
     with pytest.raises(ValueError, match="other test samples than the reference"):
         report.choice_agreement({"row": row.iloc[:3]}, reference)
+
+
+def test_choice_shares_count_each_rows_choices_per_test_input(tmp_path):
+    methods = {
+        "global σ=0.25": _frame([0.2, 0.8, 0.1, 0.0], [1, 1, 1, 0]),  # no choice: left out
+        "dual": _frame([0.5, 0.0, 0.3, 0.2], [1, 0, 1, 1], sigma=[0.5, np.nan, 0.25, 0.5]),
+        "constant": _frame([0.5, 0.1, 0.3, 0.2], [1, 1, 1, 1], sigma=[1.0] * 4),
+        "router": pd.DataFrame({"idx": range(4), "expert": ["noise", "dds", "dds", None], "sigma": [0.5] * 4,
+                                "radius": [0.1] * 4, "correct": [1] * 4}),
+    }
+    shares = report.choice_shares(methods, sigmas=[0.5, 2.0, 0.25])
+    assert list(shares.index) == ["dual", "constant", "router"]
+    # every σ of Σ (2: chosen by no row) and every σ chosen (1), in order; experts by name
+    assert list(shares.columns) == ["σ=0.25", "σ=0.5", "σ=1", "σ=2", "dds", "noise", report.ABSTAIN]
+    np.testing.assert_allclose(shares.loc["dual"], [25.0, 50.0, 0.0, 0.0, np.nan, np.nan, 25.0])
+    np.testing.assert_allclose(shares.loc["constant"], [0.0, 0.0, 100.0, 0.0, np.nan, np.nan, 0.0])
+    # a router chooses experts, whatever their σ
+    np.testing.assert_allclose(shares.loc["router"], [np.nan, np.nan, np.nan, np.nan, 50.0, 25.0, 25.0])
+    csv, markdown = report.write_choices(shares, tmp_path / "t_choices.csv")
+    assert pd.read_csv(csv, index_col="method").loc["dual", "σ=0.5"] == 50.0
+    # the markdown keeps the column no row chose: never chosen is a finding
+    header = next(line for line in markdown.read_text().splitlines() if line.startswith("| method"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["method", *shares.columns]
+    assert ORACLE in markdown.read_text()
+
+
+def test_report_writes_the_choices_and_warns_of_a_selector_that_chooses_one_sigma_everywhere(tmp_path):
+    paths = {}
+    for name, frame in {"g0.25": _frame([0.2, 0.8, 0.1], [1, 1, 0]), "g1": _frame([0.5, 0.3, 0.9], [1, 0, 1]),
+                        "varied": _frame([0.5, 0.0, 0.3], [1, 0, 1], sigma=[0.25, np.nan, 1.0]),
+                        "constant": _frame([0.5, 0.1, 0.3], [1, 1, 0], sigma=[1.0, 1.0, 1.0])}.items():
+        frame.to_csv(paths.setdefault(name, tmp_path / f"{name}.tsv"), sep="\t", index=False)
+    table = tmp_path / "tables" / "e.csv"
+    table.parent.mkdir()
+    with pytest.warns(UserWarning, match=r"'constant' chose σ=1 for every test input") as caught:
+        report.report_experiment({0.25: paths["g0.25"], 1.0: paths["g1"]}, {},
+                                 {"varied": paths["varied"], "constant": paths["constant"]}, [0.0], table, None, "e")
+    assert not any("'varied'" in str(w.message) for w in caught)
+    choices = pd.read_csv(tmp_path / "tables" / "e_choices.csv", index_col="method")
+    assert list(choices.index) == [ORACLE, "varied", "constant"]
+    assert choices.loc["varied", "abstain"] == pytest.approx(100 / 3, abs=0.05)

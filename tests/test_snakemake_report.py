@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import TINY, snakemake
-TABLE, HEADROOM, VS_PAPER = ("results/tables/tiny.csv", "results/tables/tiny_headroom.csv",
-                             "results/tables/tiny_vs_paper.csv")
+TABLE, HEADROOM, CHOICES, VS_PAPER = ("results/tables/tiny.csv", "results/tables/tiny_headroom.csv",
+                                      "results/tables/tiny_choices.csv", "results/tables/tiny_vs_paper.csv")
 FIGURE = "results/figures/tiny/certified_accuracy.png"
 METHODS = ["global σ=0.25", "global σ=0.5", "oracle over global σ (not a certificate)",
            "cascade (union bound)", "dual (off-the-shelf)", "dual (finetuned)", "router"]
@@ -85,18 +85,18 @@ def test_report_holds_and_renders_the_tables_and_figures(tiny_run, tmp_path):
     figures = [p.name for p in (tiny_run / "results" / "figures" / "tiny").glob("*.png")]
     assert "report/report.html" in names
     assert {Path(n).name for n in names if n.startswith("report/data/raw/")} == \
-        {Path(TABLE).name, Path(HEADROOM).name, Path(VS_PAPER).name, *figures}
+        {Path(TABLE).name, Path(HEADROOM).name, Path(CHOICES).name, Path(VS_PAPER).name, *figures}
 
 
 def check_report(report: Path, work: Path, tmp_path: Path) -> None:
     """What ``report`` of the run in ``work`` holds, and how Chromium renders it (screenshots under
     ``tmp_path/shots``)."""
 
-    # what the report holds: the three tables, each shown as an HTML table in its description, the PNGs
+    # what the report holds: the four tables, each shown as an HTML table in its description, the PNGs
     results = json.loads(re.search(r'<script id="results">\s*var results = (.*?);?\s*</script>',
                                    report.read_text(), flags=re.S).group(1))
     figures = sorted(p.name for p in (work / "results" / "figures" / "tiny").glob("*.png"))
-    assert set(results) == {TABLE, HEADROOM, VS_PAPER} | {f"results/figures/tiny/{f}" for f in figures}
+    assert set(results) == {TABLE, HEADROOM, CHOICES, VS_PAPER} | {f"results/figures/tiny/{f}" for f in figures}
     assert {"certified_accuracy.png", "delta_rc_ecdf.png", "dual_finetuned_choices.png"} <= set(figures)
     for path, result in results.items():
         assert result["job_properties"]["rule"] == "report" and result["caption"]
@@ -104,6 +104,7 @@ def check_report(report: Path, work: Path, tmp_path: Path) -> None:
     for method in METHODS:
         assert f"<td>{method}</td>" in results[TABLE]["caption"]
     assert "<table" in results[HEADROOM]["caption"] and "headroom share" in results[HEADROOM]["caption"].lower()
+    assert "<table" in results[CHOICES]["caption"] and "<td>dual (finetuned)</td>" in results[CHOICES]["caption"]
     assert "No published number of &#x27;tiny&#x27;" in results[VS_PAPER]["caption"] or \
         "No published number of 'tiny'" in results[VS_PAPER]["caption"]
     assert "not a certificate" in results[FIGURE]["caption"]

@@ -95,7 +95,8 @@ use rule merge_ablation_certificates as merge_ablation_training_set_certificates
 
 rule ablation_report:
     """The table of ablation {ablation}: one row per value, each compared input by input with the experiment's
-    own round-0 dual RS (same choice of σ, mean change of certified radius)."""
+    own round-0 dual RS (same choice of σ, mean change of certified radius), and the σ each value's estimator chose.
+    """
     input:
         certificates=lambda wc: [
             ablation_certificates(wc.experiment, wc.ablation, v)
@@ -114,6 +115,8 @@ rule ablation_report:
         latex="results/tables/ablations/{experiment}_{ablation}.tex",
         metrics="results/tables/ablations/{experiment}_{ablation}.json",
         curves="results/tables/ablations/{experiment}_{ablation}_curve.csv",
+        choices="results/tables/ablations/{experiment}_{ablation}_choices.csv",
+        choices_markdown="results/tables/ablations/{experiment}_{ablation}_choices.md",
     log:
         "logs/{experiment}/ablations/{ablation}/report.log",
     benchmark:
@@ -134,10 +137,11 @@ rule ablation_report:
             )
         ),
         radii=radii_args,
+        sigmas=lambda wc: " ".join(fmt(s) for s in sigmas(wc.experiment)),
         code=code("report"),
     shell:
         "dualrs report {params.dual_args} --choices-reference {input.reference} --radii {params.radii} "
-        "--table {output.table} > {log} 2>&1"
+        "--sigmas {params.sigmas} --table {output.table} > {log} 2>&1"
 
 
 rule ablations:

@@ -1,8 +1,9 @@
 # One table (csv/md/tex/json + the curves as csv) and one figure folder per experiment, with the share
-# of the oracle's headroom each non-global row captures (_headroom) and the comparison with the paper's
+# of the oracle's headroom each non-global row captures (_headroom), how often each row that chooses
+# (oracle, cascades, dual RS, router) chose each sigma or expert (_choices) and the comparison with the paper's
 # numbers (_vs_paper: empty, with a note, for an experiment without published numbers in
 # dualrs/published_numbers.yaml; the figure vs_paper only where there are some).
-# `snakemake --report report.html` holds the table, headroom and vs_paper tables (each rendered in its
+# `snakemake --report report.html` holds the table, headroom, choices and vs_paper tables (each rendered in its
 # description, workflow/report/*.rst) and the PNG figures, under the experiment's category.
 
 
@@ -11,7 +12,7 @@ localrules:
 
 
 rule report:
-    """Tables, oracle, headroom, comparison with the published numbers and figures of experiment {experiment}."""
+    """Tables, oracle, headroom, choices, comparison with the published numbers and figures of experiment {experiment}."""
     input:
         global_tables=lambda wc: [
             f"results/{wc.experiment}/certify/global/sigma{fmt(s)}.tsv"
@@ -38,6 +39,14 @@ rule report:
             labels={"table": "headroom share"},
         ),
         headroom_markdown="results/tables/{experiment}_headroom.md",
+        choices=report(
+            "results/tables/{experiment}_choices.csv",
+            caption="../report/choices.rst",
+            category="{experiment}",
+            subcategory="Tables",
+            labels={"table": "choices"},
+        ),
+        choices_markdown="results/tables/{experiment}_choices.md",
         vs_paper=report(
             "results/tables/{experiment}_vs_paper.csv",
             caption="../report/vs_paper.rst",
