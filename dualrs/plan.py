@@ -34,7 +34,7 @@ from dualrs.config_checks import (
 
 #: The ablations an experiment may configure (experiments.<experiment>.ablations), in table order.
 ABLATIONS = ("lam", "labels", "n_label", "label_precision", "train_fraction", "alpha_beta", "temperature",
-             "radius_weight", "class_weight", "estimator_arch", "estimator_seed", "sigmas")
+             "radius_weight", "class_weight", "estimator_arch", "estimator_seed", "sigmas", "sigma_e")
 #: Ablations that label the training set anew (n draws; fixed-n or sequential sampling) before training.
 LABEL_ABLATIONS = ("n_label", "label_precision")
 #: Ablations that train their own estimator (alpha_beta only certifies the experiment's anew).
@@ -171,12 +171,14 @@ def expert_json(spec: Mapping[str, Any]) -> str:
 
 def ablation_value(ablation: str, value: Any) -> str:
     """Path spelling of a configured value: 10, hard, 1000, 0.5, 0.0005_0.0015 ([alpha, beta]), plain,
-    digits_mlp, timm-resnet18 (timm/resnet18), 0.25_1 (the candidate set [0.25, 1.0]).
+    digits_mlp, timm-resnet18 (timm/resnet18), 0.25_1 (the candidate set [0.25, 1.0]), 1 (sigma_e 1.0).
     """
     if ablation == "alpha_beta":
         return "_".join(number_spelling(level) for level in value)
     if ablation == "sigmas":
         return "_".join(sigma_spelling(sigma) for sigma in sorted(value))
+    if ablation == "sigma_e":
+        return sigma_spelling(value)
     if ablation == "estimator_arch":
         return "-".join(Path(value).parts)
     if ablation in ("n_label", "estimator_seed") or isinstance(value, str):
@@ -478,6 +480,7 @@ class Plan:
             "estimator_arch": estimator["arch"],
             "estimator_seed": self.estimator_seed(name),
             "sigmas": cfg["sigmas"],
+            "sigma_e": self.sigma_e(name),
         }[ablation]
 
     def estimator_seed(self, name: str) -> int:
@@ -506,6 +509,8 @@ class Plan:
             cfg["certify"]["alpha"], cfg["certify"]["beta"] = setting
         elif ablation == "sigmas":
             cfg["sigmas"] = sorted(setting)
+        elif ablation == "sigma_e":
+            cfg["sigma_e"] = setting
         elif ablation == "estimator_arch":
             estimator.update(arch=setting, options={}, weights=None)
         elif ablation == "estimator_seed":

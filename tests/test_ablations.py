@@ -22,15 +22,15 @@ from pipeline import REPO, snakemake
 
 TINY = REPO / "tests" / "configs" / "tiny_ablation.yaml"
 ABLATIONS = ("lam", "labels", "n_label", "label_precision", "train_fraction", "alpha_beta", "temperature",
-             "radius_weight", "class_weight", "estimator_arch", "estimator_seed", "sigmas")
+             "radius_weight", "class_weight", "estimator_arch", "estimator_seed", "sigmas", "sigma_e")
 TABLES = [f"results/tables/ablations/tiny_{name}.csv" for name in ABLATIONS]
 # the experiment's own setting of each ablation of the tiny config (reused) and its other value (built)
 OWN = {"lam": "40", "labels": "soft", "n_label": "16", "label_precision": "fixed", "train_fraction": "1", "temperature": "plain",
        "radius_weight": "strong", "class_weight": "both", "estimator_arch": "digits_cnn", "estimator_seed": "0",
-       "sigmas": "0.25_0.5_1"}
+       "sigmas": "0.25_0.5_1", "sigma_e": "1"}
 OTHER = {"lam": "0", "labels": "hard", "n_label": "8", "label_precision": "0.5", "train_fraction": "0.5", "temperature": "0.5",
          "radius_weight": "none", "class_weight": "none", "estimator_arch": "digits_mlp", "estimator_seed": "7",
-         "sigmas": "0.25_0.5"}
+         "sigmas": "0.25_0.5", "sigma_e": "0.5"}
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -203,11 +203,11 @@ def test_every_ablation_resolves_and_reuses_the_experiments_own_runs(workdir):
     out = snakemake(workdir, "ablations", "-n", "-p", "--cores", "2", "--configfile", str(TINY)).stdout
     counts = job_counts(out)
     # one value per ablation differs from the experiment's setting; the others reuse its round-0 runs
-    assert counts["ablation_report"] == 12 and counts["ablation_certify"] == 12
-    assert counts["ablation_estimator"] == 11 and counts["train_estimator"] == 1 and counts["certify_dual"] == 1
+    assert counts["ablation_report"] == 13 and counts["ablation_certify"] == 13
+    assert counts["ablation_estimator"] == 12 and counts["train_estimator"] == 1 and counts["certify_dual"] == 1
     # n_label=8 and label_precision=0.5: three sigmas, two label shards each
     assert counts["ablation_certify_training_set"] == 2 * 3 * 2
-    assert counts["merge_ablation_certificates"] == 12 and counts["merge_ablation_training_set_certificates"] == 6
+    assert counts["merge_ablation_certificates"] == 13 and counts["merge_ablation_training_set_certificates"] == 6
     labelling = [line for line in out.splitlines() if "dualrs label " in line]
     assert sum("--radius-precision 0.5" in line for line in labelling) == 3 * 2
     assert all("label_precision/0.5/labels/" in line for line in labelling if "--radius-precision" in line)
@@ -221,12 +221,17 @@ def test_every_ablation_resolves_and_reuses_the_experiments_own_runs(workdir):
         assert f"results/tiny/ablations/{ablation}/{OTHER[ablation]}/certify.tsv" in out
     baseline = "=results/tiny/certify/dual/it0.tsv"
     for row in ("temperature=plain", "radius_weight=strong", "class_weight=both", "estimator_arch=digits_cnn",
-                "estimator_seed=0"):
+                "estimator_seed=0", "sigma_e=1"):
         assert f"--dual={row}{baseline}" in out
     seeds = [line for line in out.splitlines() if "dualrs train-estimator" in line]
     assert sum("--seed 7 " in line for line in seeds) == 1  # only estimator_seed=7 trains under another seed
     assert all("--seed 0 " in line for line in seeds if "estimator_seed/7/" not in line)
     assert f"'--dual=sigmas={{0.25, 0.5, 1}}{baseline}'" in out
+    # sigma_e = 0.5 (the tiny experiment's is max Sigma = 1): trained and smoothed at 0.5, on every sigma
+    ablated = [line for line in out.splitlines() if "results/tiny/ablations/sigma_e/0.5/" in line]
+    for command in ("dualrs train-estimator", "dualrs certify-dual"):
+        line = next(line for line in ablated if command in line)
+        assert "--sigma-e 0.5 " in line and "1=results/tiny/" in line
 
 
 def test_sigma_set_trains_and_certifies_with_its_own_sigmas(workdir):
@@ -266,15 +271,15 @@ def test_paper_configs_list_every_ablation_job(workdir):
     counts = job_counts(snakemake(workdir, "ablations", "-n", "--cores", "2").stdout)
     # digits: lam 0, 40; hard; n=100 and radius precision 0.1 (each relabelled, 3 sigmas); fractions 0.2, 0.5;
     # two alpha/beta splits; temperatures 0.25, 0.1; radius weights weak, none; class weights ce, none;
-    # digits_mlp; estimator seeds 1, 2; three sigma pairs
-    assert counts["ablation_report"] == 12 and counts["ablation_certify"] == 9 + 12
-    assert counts["ablation_estimator"] == 7 + 12 and counts["ablation_certify_training_set"] == 2 * 3
+    # digits_mlp; estimator seeds 1, 2; three sigma pairs; sigma_e 1
+    assert counts["ablation_report"] == 13 and counts["ablation_certify"] == 9 + 13
+    assert counts["ablation_estimator"] == 7 + 13 and counts["ablation_certify_training_set"] == 2 * 3
     for name in ("cifar10/improved_diffusion_50M",):
         (workdir / "models" / name).mkdir(parents=True)
     (workdir / "models/cifar10/vit_base_patch16_224_cifar10.safetensors").touch()
     cifar10 = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["experiments"]["cifar10"]["ablations"]
-    # sequential labels and the seed spread: digits ablations only
-    assert set(cifar10) == set(ABLATIONS) - {"label_precision", "estimator_seed"}
+    # sequential labels, the seed spread and sigma_e: digits ablations only
+    assert set(cifar10) == set(ABLATIONS) - {"label_precision", "estimator_seed", "sigma_e"}
     tables = [f"results/tables/ablations/cifar10_{a}.csv" for a in cifar10]
     out = snakemake(workdir, *tables, "-n", "-p", "--cores", "8").stdout
     counts = job_counts(out)
@@ -298,6 +303,8 @@ def test_paper_configs_list_every_ablation_job(workdir):
     ("{estimator_arch: [digits_cnn, ../cnn]}", "ablations", "ablations.estimator_arch"),
     ("{estimator_seed: [0, -1]}", "ablations", "ablations.estimator_seed"),
     ("{estimator_seed: [0, 0.5]}", "ablations", "ablations.estimator_seed"),
+    ("{sigma_e: [0.5, 0]}", "ablations", "ablations.sigma_e"),
+    ("{sigma_e: [1, 1.0]}", "ablations", "ablations.sigma_e"),
     ("{sigmas: [[0.25, 2.0]]}", "results/tables/ablations/tiny_lam.csv",
      "experiments.tiny.ablations.sigmas: [0.25, 2.0] is not a set of at least two distinct sigmas of "
      "experiments.tiny.sigmas"),

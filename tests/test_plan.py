@@ -320,13 +320,13 @@ def test_ablation_training_and_model_arguments(paper):
     assert paper.ablated("cifar10", "lam", "10").experiment("cifar10")["estimator"]["lam"] == 10
     arch = paper.ablated("cifar10", "estimator_arch", "cifar_resnet20").experiment("cifar10")["estimator"]
     assert (arch["arch"], arch["options"], arch["weights"]) == ("cifar_resnet20", {}, None)
-    assert paper.ablation_tables(["digits16", "cifar10"])[:2] == [
+    assert paper.ablation_tables(["digits_dds", "cifar10"])[:2] == [
         "results/tables/ablations/cifar10_lam.csv", "results/tables/ablations/cifar10_labels.csv"]
 
 
 def test_ablations_that_are_not_configured_or_not_spelled_are_refused(paper):
-    with pytest.raises(PlanError, match=r"^config: experiments.digits16.ablations has no `lam` list$"):
-        paper.ablation_values("digits16", "lam")
+    with pytest.raises(PlanError, match=r"^config: experiments.digits_dds.ablations has no `lam` list$"):
+        paper.ablation_values("digits_dds", "lam")
     with pytest.raises(PlanError, match=r"^config: experiments.cifar10.ablations.estimator_arch has no value spelled "
                                         r"'x'$"):
         paper.ablated("cifar10", "estimator_arch", "x")
