@@ -26,6 +26,23 @@ from dualrs.validation import check_checkpoint
 INFERENCE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
+def denoiser_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic of a diffusion denoiser's UNet: float16 autocast on CUDA; with ``precision`` bf16,
+    bfloat16 autocast on a CPU for which oneDNN has bf16 kernels (native on AVX512-BF16 and AMX); else fp32."""
+    if precision not in INFERENCE_DTYPES:
+        raise ValueError(f"precision must be one of {sorted(INFERENCE_DTYPES)}, got {precision!r}")
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and precision == "bf16" and cpu_has_bf16_kernels():
+        return "bf16"
+    return "fp32"
+
+
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN has bfloat16 kernels for this CPU (AVX512 and later)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def inference_precision(precision: str, device: torch.device) -> str:
     """The arithmetic models run in: ``precision`` on CUDA, float32 elsewhere."""
     if precision not in INFERENCE_DTYPES:
@@ -53,12 +70,13 @@ class ExpertSpec:
 
 
 class Denoisers:
-    """Lazily loaded diffusion denoiser, one view per σ sharing one UNet (Carlini et al. 2023); the models
-    they feed run in ``precision`` (:func:`inference_precision`)."""
+    """Lazily loaded diffusion denoiser, one view per σ sharing one UNet (Carlini et al. 2023), in
+    :func:`denoiser_precision`; the models they feed run in ``precision`` (:func:`inference_precision`)."""
 
     def __init__(self, path: Path | None, device: torch.device, precision: str = "fp32"):
         self.path, self.device, self._views = path, device, {}
         self.dtype = INFERENCE_DTYPES[inference_precision(precision, device)]
+        self.cpu_autocast = denoiser_precision(precision, device) == "bf16"
 
     def wrap(self, model: nn.Module, sigma: float) -> nn.Module:
         """f ↦ f ∘ denoise_σ when a denoiser is configured, else f (under autocast in bf16)."""
@@ -70,11 +88,12 @@ class Denoisers:
 
         if sigma not in self._views:
             if not self._views:
-                self._views[sigma] = DiffusionDenoiser.from_pretrained(self.path, sigma).to(self.device).eval()
+                self._views[sigma] = DiffusionDenoiser.from_pretrained(
+                    self.path, sigma, cpu_autocast=self.cpu_autocast).to(self.device).eval()
             else:
                 first = next(iter(self._views.values()))
-                self._views[sigma] = DiffusionDenoiser(first.unet, first.alphas_cumprod, sigma,
-                                                       first.prediction_type).to(self.device).eval()
+                self._views[sigma] = DiffusionDenoiser(first.unet, first.alphas_cumprod, sigma, first.prediction_type,
+                                                       cpu_autocast=self.cpu_autocast).to(self.device).eval()
             self._views[sigma].requires_grad_(False)
         return nn.Sequential(self._views[sigma], model)
 

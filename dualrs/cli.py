@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--num-shards", type=positive_int, default=default(Sampling, "num_shards"),
                              help="number of shards")
             sub.add_argument("--precision", choices=("bf16", "fp32"), default=default(Sampling, "precision"),
-                             help="the models' arithmetic on CUDA: bf16 = bfloat16 autocast (CPU: always fp32)")
+                             help="bf16: on CUDA the models under bfloat16 autocast, on a CPU with oneDNN bf16 kernels "
+                                  "the denoiser's UNet (classifiers stay fp32 on CPU)")
         if optim:
             sub.add_argument("--epochs", type=positive_int, required=True, help="training epochs")
             sub.add_argument("--batch-size" if not sampling else "--train-batch-size", dest="train_batch_size",
@@ -337,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--n", type=draws, required=True, help="noise draws per vote")
     sub.add_argument("--batch-size", type=setting("batch_size"), required=True, help="noisy copies per forward pass")
     sub.add_argument("--precision", choices=("bf16", "fp32"), default=default(RouteSettings, "precision"),
-                     help="the estimator's arithmetic on CUDA: bf16 = bfloat16 autocast (CPU: always fp32)")
+                     help="bf16: on CUDA the estimator under bfloat16 autocast, on a CPU with oneDNN bf16 kernels "
+                          "the denoiser's UNet (the estimator stays fp32 on CPU)")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().route_training_set(
         _data(a), a.estimator, a.denoiser, a.out, RouteSettings(a.sigma_e, a.n, a.batch_size, a.seed, a.precision),

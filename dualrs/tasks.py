@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import Subset, TensorDataset
 
 from dualrs import data as datasets
-from dualrs.assembly import (DataSpec, Denoisers, ExpertSpec, inference_precision, load_cascade, load_dual,
-                             load_router, load_smooth)
+from dualrs.assembly import (DataSpec, Denoisers, ExpertSpec, denoiser_precision, inference_precision, load_cascade,
+                             load_dual, load_router, load_smooth)
 from dualrs.fingerprint import path_digest, sample_files_digest
 from dualrs.io import load_checkpoint, save_checkpoint
 from dualrs.labels import (adaptive_label, class_balance_weights, hard_labels, informative_rows, label_summary,
@@ -278,7 +278,7 @@ def certify_split(
     these inputs; the output is locked for the whole run (:class:`dualrs.tables.ResumableTable`)."""
     indices = select_indices(len(dataset), sampling.every, sampling.shard, sampling.num_shards)
     recorded = {"stage": stage, **asdict(sampling), "precision": inference_precision(sampling.precision, device),
-                **(settings or {})}
+                "denoiser_precision": denoiser_precision(sampling.precision, device), **(settings or {})}
     del recorded["batch_size"]  # certificates do not depend on it
     with resumable_table(out, columns, recorded, InputLabels(dataset, indices)) as table:
         todo = [i for i in indices if i not in table.done]

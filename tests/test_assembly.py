@@ -10,6 +10,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
 from benchmarks.digits import digits_models
+from dualrs import assembly
 from dualrs.assembly import (DataSpec, ExpertSpec, load_cascade, load_classifiers, load_dual, load_router,
                              load_smooth)
 from dualrs.denoise import DiffusionDenoiser, save_denoiser
@@ -148,3 +149,36 @@ def test_the_benchmark_loads_round_0_checkpoints_through_the_assembly(tmp_path, 
     with pytest.raises(ValueError, match=r"trained for sigmas \[0.25, 0.5, 1.0\], but classifiers are given for "
                                          r"\[0.25, 0.5\]"):
         digits_models(tmp_path, [0.25, 0.5], 1.0, (torch.zeros(0), torch.zeros(0)), 1, 1, 0)
+
+
+@pytest.mark.parametrize("device,precision,kernels,expected", [
+    ("cuda", "bf16", False, "fp16"), ("cuda", "fp32", True, "fp16"),
+    ("cpu", "bf16", True, "bf16"), ("cpu", "bf16", False, "fp32"), ("cpu", "fp32", True, "fp32"),
+])
+def test_the_denoisers_arithmetic_by_device_precision_and_cpu(monkeypatch, device, precision, kernels, expected):
+    monkeypatch.setattr(assembly, "cpu_has_bf16_kernels", lambda: kernels)
+    assert assembly.denoiser_precision(precision, torch.device(device)) == expected
+    with pytest.raises(ValueError, match="precision must be one of"):
+        assembly.denoiser_precision("fp16", torch.device(device))
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_denoised_models_run_the_unet_in_bf16_on_a_cpu_with_bf16_kernels(monkeypatch, tmp_path, classifiers, denoiser,
+                                                                          kernels):
+    """With precision bf16 every view's UNet computes in bfloat16 where the CPU has the kernels (the
+    classifiers stay float32 on CPU), else in float32; either way x̂0 comes back in float32, close to it."""
+    monkeypatch.setattr(assembly, "cpu_has_bf16_kernels", lambda: kernels)
+    dual = load_dual(estimator(tmp_path / "estimator.safetensors", 0, [0.25, 0.5, 1.0]), classifiers, 1.0, denoiser,
+                     CPU, DIGITS, "bf16")
+    views = [smooth.base_classifier[0] for smooth in dual.classifiers.values()] + [dual.estimator.base_classifier[0]]
+    assert {view.cpu_autocast for view in views} == {kernels}
+    seen = []
+    hook = views[0].unet.conv_in.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    noisy = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        x0 = views[0](noisy)
+        reference = DiffusionDenoiser(views[0].unet, views[0].alphas_cumprod, views[0].sigma)(noisy)
+    hook.remove()
+    assert seen[0] == (torch.bfloat16 if kernels else torch.float32) and seen[1] == torch.float32
+    assert x0.dtype == torch.float32
+    torch.testing.assert_close(x0, reference, atol=0.05 if kernels else 1e-6, rtol=0)

@@ -1,4 +1,5 @@
-"""Inference arithmetic: bfloat16 autocast on CUDA, float32 elsewhere (assembly.Denoisers, models.Autocast)."""
+"""Inference arithmetic of classifiers and estimators: bfloat16 autocast on CUDA, float32 elsewhere (assembly.Denoisers,
+models.Autocast); the denoiser's UNet: tests/test_assembly.py."""
 from __future__ import annotations
 
 import pytest
