@@ -141,6 +141,7 @@ def test_config_errors_name_the_key_before_any_job(tmp_path, old, new, messages)
     assert_nothing_written(tmp_path)
 
 
+@pytest.mark.slow
 def test_cifar10_shards_without_a_test_image_are_refused(tmp_path):
     cifar = TINY.replace("data: digits", "data: cifar10").replace("beta: 0.01}", "beta: 0.01, shards: 8}")
     result = dry_run(tmp_path, "data: {cifar10: {test_every: 2000}}\n" + cifar)
@@ -170,6 +171,7 @@ def test_unknown_timm_model_is_refused_before_any_job(tmp_path):
     assert_nothing_written(tmp_path)
 
 
+@pytest.mark.slow
 def test_sigma_e_below_the_largest_sigma_is_legal_but_warns_of_the_cap(tmp_path):
     result = dry_run(tmp_path, TINY.replace("[0.25, 0.5]", "[0.25, 0.5]\n    sigma_e: 0.3"))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -73,6 +73,7 @@ def test_deterministic_seeds_torch_and_restricts_it_to_deterministic_kernels():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_deterministic_kernels_in_warn_only_mode_without_loading_torch_compile():
     """A job's setup switches the kernels as torch.use_deterministic_algorithms(True, warn_only=True)
     does, without importing torch._inductor (seconds per job); a process that has loaded it gets the

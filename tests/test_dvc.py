@@ -178,6 +178,7 @@ def test_every_tracked_output_is_made_by_the_workflow(project):
                 assert any(p == path or p.startswith(path + "/") for p in made), f"{kind}: nothing makes {path}"
 
 
+@pytest.mark.slow
 def test_each_stage_reads_the_config_keys_and_models_of_the_experiments_in_its_dag(project):
     """The config keys of a stage are those of the experiments and datasets its Snakemake target builds: the
     whole block of its own experiment, the model keys of an experiment whose models it borrows (whose stage
@@ -229,6 +230,7 @@ def test_dvcignore_hides_exactly_the_modules_no_pipeline_command_imports(project
     assert pipeline - visible == set(), "pipeline commands import these: remove them from .dvcignore"
 
 
+@pytest.mark.slow
 def test_code_digest_follows_the_imported_files_only(tmp_path):
     """code(module): stable, independent of listing order, changed by an edit of a file the command imports and
     by no other file."""
@@ -299,6 +301,7 @@ def test_repro_in_a_fresh_clone(project, tmp_path):
     assert (clone / "results" / "tables" / f"{default_targets()[0]}.json").is_file()
 
 
+@pytest.mark.slow
 def test_exp_run_set_param_reaches_snakemake_without_rewriting_the_config(project):
     """`dvc exp run -S experiments.digits.certify.n=500` writes params.yaml, not the commented config, and a
     real Snakemake then certifies digits with n = 500 (labels keep config/config.yaml's n)."""

@@ -71,6 +71,7 @@ def served_training(prepared, server) -> subprocess.CompletedProcess:
     return dualrs(train_args(2, "served.safetensors"), prepared, server)
 
 
+@pytest.mark.slow
 def test_a_served_command_writes_what_the_command_alone_writes(prepared, served_training, tmp_path):
     alone = dualrs([*PREPARE, str(tmp_path / "data")], tmp_path, None)
     assert alone.returncode == 0, alone.stderr

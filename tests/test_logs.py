@@ -47,6 +47,7 @@ def test_prepare_data_log_has_header_what_it_wrote_and_summary(logs):
     assert lines[-1].startswith("[dualrs] done: exit 0, wall ") and " peak RSS " in lines[-1]
 
 
+@pytest.mark.slow
 def test_training_log_has_device_progress_lines_and_input_digests(logs):
     lines = check_log((logs / "train.log").read_text())
     assert lines[0].startswith("[dualrs] command: dualrs train-classifier --dataset digits")

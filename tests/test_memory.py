@@ -46,6 +46,7 @@ def test_memory_grows_linearly_with_the_batch_of_a_real_architecture():
     assert two == pytest.approx(2 * one, rel=0.05) and four == pytest.approx(2 * two, rel=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["cifar10", "imagenet"])
 def test_every_gpu_job_of_the_paper_settings_fits_a_40_gb_card(experiment):
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
