@@ -97,11 +97,15 @@ class LabeledTensorDataset(TensorDataset):
 
 @dataclass(frozen=True)
 class DigitsOptions:
-    """Options of ``digits`` (scikit-learn's 8x8 handwritten digits); ``resolution`` > 8 upsamples
-    them bilinearly when loaded (the same prepared files serve every resolution)."""
+    """Options of ``digits`` (scikit-learn's 8x8 handwritten digits), the last two applied when loaded
+    (the same prepared files serve every value): ``resolution`` > 8 upsamples the images bilinearly;
+    ``contrast`` (c_0, …, c_{m-1}) multiplies the image of index k in scikit-learn's digits by c_{k mod m},
+    in both splits, so that a mix of contrasts gives inputs whose best σ differs (a contrast c scales the
+    signal, hence the σ that suits it, by c)."""
 
     test_fraction: float = field(default=0.3, metadata=_ON_DISK)
     resolution: int = 8
+    contrast: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.test_fraction < 1.0:
@@ -109,6 +113,12 @@ class DigitsOptions:
         _check_positive_ints(self, ["resolution"])
         if self.resolution < 8:
             raise ValueError(f"option 'resolution' must be at least 8 (the digits' own), got {self.resolution!r}")
+        factors = self.contrast
+        if (not isinstance(factors, (list, tuple)) or not factors
+                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 < c <= 1.0
+                           for c in factors)):
+            raise ValueError(f"option 'contrast' must be a non-empty list of factors in (0, 1], got {factors!r}")
+        object.__setattr__(self, "contrast", tuple(float(c) for c in factors))
 
 
 def _digits_info(opts: DigitsOptions) -> DatasetInfo:
@@ -132,10 +142,13 @@ def _prepare_digits(root: Path, seed: int, opts: DigitsOptions) -> None:
 
 def _load_digits(root: Path, split: str, opts: DigitsOptions) -> Dataset:
     with np.load(root / f"{split}.npz") as arrays:
-        x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+        x, y, index = (torch.from_numpy(arrays[key]) for key in ("x", "y", "index"))
     if opts.resolution != x.shape[-1]:
         size = (opts.resolution, opts.resolution)
         x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+    if opts.contrast != (1.0,):
+        factors = torch.tensor(opts.contrast, dtype=x.dtype)[index % len(opts.contrast)]
+        x = x * factors[:, None, None, None]
     return LabeledTensorDataset(x, y)
 
 

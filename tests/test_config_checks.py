@@ -240,6 +240,7 @@ def test_a_digits_split_too_small_to_stratify_is_refused(fraction, split, size):
     ({"estimator__arch": "hf/ViTForImageClassification"}, "set experiments.tiny.estimator.weights"),
     ({"iterations": 2}, "experiments.tiny.iterations is 2, which needs a `finetune` block"),
     ({"data": "cifar10", "data_options": {"resolution": 16}}, "data_options.resolution is an option of digits"),
+    ({"data": "cifar10", "data_options": {"contrast": [0.5, 1.0]}}, "data_options.contrast is an option of digits"),
 ])
 def test_cross_key_rules_name_the_key(changes, message):
     problems = config_problems(config(**changes))

@@ -78,6 +78,25 @@ def test_digits_load_split(digits_root: Path) -> None:
     assert manifest["num_items"] == {"train": len(train), "test": len(test)}
 
 
+@pytest.mark.parametrize("resolution", [8, 16])
+def test_digits_contrast_scales_each_image_by_its_index(digits_root: Path, resolution: int) -> None:
+    contrast = [0.5, 1.0, 0.25]
+    plain = load_split("digits", digits_root, "test", resolution=resolution)
+    mixed = load_split("digits", digits_root, "test", resolution=resolution, contrast=contrast)
+    index = _read_npz(digits_root / "test.npz")["index"]
+    factors = torch.tensor(contrast)[torch.from_numpy(index % 3)]
+    torch.testing.assert_close(mixed.tensors[0], plain.tensors[0] * factors[:, None, None, None], rtol=0, atol=0)
+    torch.testing.assert_close(mixed.tensors[1], plain.tensors[1])
+    assert (mixed.tensors[0].amax(dim=(1, 2, 3)) <= factors).all()  # each image within [0, its factor]
+    assert set((factors.unique() * 4).tolist()) == {1.0, 2.0, 4.0}  # all three in the split
+
+
+@pytest.mark.parametrize("contrast", [[], [0.0], [1.5], [0.5, -1.0], 0.5, [True], ["0.5"]])
+def test_digits_contrast_outside_0_1_is_refused(digits_root: Path, contrast) -> None:
+    with pytest.raises(ValueError, match="option 'contrast' must be a non-empty list of factors in \\(0, 1\\]"):
+        load_split("digits", digits_root, "test", contrast=contrast)
+
+
 def test_digits_split_is_seeded(tmp_path: Path, digits_root: Path) -> None:
     reference = _read_npz(digits_root / "test.npz")["index"]
     prepare_dataset("digits", tmp_path / "same", seed=0)

@@ -225,6 +225,9 @@ def test_data_and_training_arguments(paper):
         """"devkit": null, "num_classes": 1000}'""")
     assert paper.data_args("digits16") == (
         """--dataset digits --root data/digits --data-options '{"test_fraction": 0.3, "resolution": 16}'""")
+    assert paper.data_args("digits16_contrast") == (
+        """--dataset digits --root data/digits --data-options '{"test_fraction": 0.3, "resolution": 16, """
+        """"contrast": [0.5, 1.0]}'""")
     assert optim_args(paper.experiment("imagenet")["finetune"]) == (
         "--epochs 1 --batch-size 32 --lr 2e-05 --weight-decay 0.0 --num-workers 0 --optimizer adam --gamma 0.5 "
         "--precision fp32 --micro-batch-size 16 --grad-checkpointing")
