@@ -419,9 +419,9 @@ def experiment_problems(config: Mapping[str, Any], name: str) -> list[str]:
     if cfg["data"] == "imagenet" and config["data"].get("imagenet", {}).get("train_source") is None:
         problems.append(f"config: {where}.data is imagenet, whose training split (labels, finetuning) needs "
                         "data.imagenet.train_source")
-    for option in sorted(set(cfg["data_options"]) & {"resolution", "contrast"}):
-        if cfg["data"] != "digits":
-            problems.append(f"config: {where}.data_options.{option} is an option of digits, not of {cfg['data']!r}")
+    if cfg["data"] != "digits":  # the schema allows only options of digits in data_options
+        problems += [f"config: {where}.data_options.{option} is an option of digits, not of {cfg['data']!r}"
+                     for option in sorted(cfg["data_options"])]
     classifier = cfg["classifier"]
     if classifier["weights"] is None and "train" not in classifier:
         problems.append(f"config: {where}.classifier needs `train` settings or off-the-shelf `weights`")
