@@ -84,7 +84,7 @@ def _spelling_problem(spell: Callable[[Any], str], value: Any, key: str) -> list
 _AMBIGUOUS_INT = re.compile(r"[-+]?(0[0-7_]+|[1-9][0-9_]*(:[0-5]?[0-9])+)")
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where PyYAML has it
     """YAML's safe loader that records duplicate keys and YAML 1.1 integers spelled unlike decimals."""
 
     problems: list[str]
@@ -99,7 +99,8 @@ class _StrictLoader(yaml.SafeLoader):
                                      "keep only the last value")
             seen.setdefault(key, line)
             if (isinstance(value_node, yaml.ScalarNode) and value_node.tag == "tag:yaml.org,2002:int"
-                    and value_node.style is None and _AMBIGUOUS_INT.fullmatch(value_node.value)):
+                    and not value_node.style  # plain: None from PyYAML's parser, "" from libyaml's
+                    and _AMBIGUOUS_INT.fullmatch(value_node.value)):
                 number = self.construct_object(value_node)
                 self.problems.append(f"{where}: {key}: {value_node.value} reads as {number} in YAML 1.1 (octal or "
                                      f"base 60); write {number} if that is meant")

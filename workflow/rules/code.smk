@@ -14,59 +14,45 @@ COMMAND_MODULES = ("tasks", "tables", "report")
 
 
 @cache
-def syntax_tree(path):
-    return ast.parse(path.read_text(), str(path))
-
-
-def type_checking_only(tree):
-    """Nodes under ``if TYPE_CHECKING:`` (annotations only: never imported when the command runs)."""
-    return {
+def module_facts(path):
+    """(dualrs modules imported at module level, dualrs modules imported anywhere, package files named in a
+    string such as published_numbers.yaml) of ``path``, from one walk of its syntax tree; imports under
+    ``if TYPE_CHECKING:`` (annotations only: never run) are left out."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = {
         id(inner)
         for node in ast.walk(tree)
         if isinstance(node, ast.If)
-        and getattr(node.test, "id", getattr(node.test, "attr", None))
-        == "TYPE_CHECKING"
+        and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
         for statement in node.body
         for inner in ast.walk(statement)
     }
-
-
-def imported_modules(path, top_level_only):
-    """Names of the dualrs modules ``path`` imports when run (only module-level statements with
-    ``top_level_only``; never those under ``if TYPE_CHECKING:``)."""
-    tree = syntax_tree(path)
-    skipped = type_checking_only(tree)
-    nodes = [
-        node
-        for node in (tree.body if top_level_only else ast.walk(tree))
-        if id(node) not in skipped
-    ]
-    names = set()
-    for node in nodes:
+    top_level = {id(node) for node in tree.body}
+    imported, imported_at_top, named = set(), set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if "/" not in node.value and node.value.endswith((".yaml", ".json", ".csv")):
+                named.add(PACKAGE / node.value)
+            continue
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module == "dualrs":
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-            "dualrs."
-        ):
-            names.add(node.module.split(".")[1])
+            names = {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dualrs."):
+            names = {node.module.split(".")[1]}
         elif isinstance(node, ast.Import):
-            names |= {
-                a.name.split(".")[1] for a in node.names if a.name.startswith("dualrs.")
-            }
-    return {name for name in names if (PACKAGE / f"{name}.py").is_file()}
+            names = {a.name.split(".")[1] for a in node.names if a.name.startswith("dualrs.")}
+        else:
+            continue
+        imported |= names
+        if id(node) in top_level:
+            imported_at_top |= names
+    return _modules(imported_at_top), _modules(imported), frozenset(p for p in named if p.is_file())
 
 
-def data_files(path):
-    """Files of the package that ``path`` names in a string (e.g. published_numbers.yaml)."""
-    return {
-        PACKAGE / node.value
-        for node in ast.walk(syntax_tree(path))
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and "/" not in node.value
-        and node.value.endswith((".yaml", ".json", ".csv"))
-        and (PACKAGE / node.value).is_file()
-    }
+def _modules(names):
+    """The names among ``names`` of the package's own modules."""
+    return frozenset(name for name in names if (PACKAGE / f"{name}.py").is_file())
 
 
 @cache
@@ -83,8 +69,9 @@ def code_files(module):
             continue
         seen.add((name, top_level_only))
         path = PACKAGE / f"{name}.py"
-        files |= {path, *data_files(path)}
-        pending += [(dep, False) for dep in imported_modules(path, top_level_only)]
+        at_top, anywhere, named = module_facts(path)
+        files |= {path, *named}
+        pending += [(dep, False) for dep in (at_top if top_level_only else anywhere)]
     return tuple(sorted(str(path.relative_to(PACKAGE)) for path in files))
 
 
