@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dualrs.published import published_table
 from standins import OVERLAY, REPO, merged_config, write_standins
 
 EXPERIMENTS = ("cifar10", "imagenet")
@@ -109,9 +110,15 @@ def test_tables_and_figures(paper_run: PaperRun, name: str) -> None:
     assert list(table.index) == [*(f"global σ={s:g}" for s in sigmas), ORACLE, *LATER_ROWS]
     assert ((table.filter(like="r=") >= 0) & (table.filter(like="r=") <= 100)).all().all()
     figures = paper_run.work / "results" / "figures" / name
-    for figure in ("certified_accuracy", "delta_rc_ecdf"):
+    for figure in ("certified_accuracy", "delta_rc_ecdf", "vs_paper"):
         for ext in ("png", "pdf"):
             assert (figures / f"{figure}.{ext}").stat().st_size > 0
+    # every published radius of the paper's finetuned row is compared with this run's
+    comparison = pd.read_csv(paper_run.work / "results" / "tables" / f"{name}_vs_paper.csv")
+    accuracy = comparison[comparison["metric"] == "certified accuracy (%)"]
+    assert sorted(accuracy["radius"]) == sorted(published_table(name)["radius"])
+    assert (accuracy["method"] == "dual (finetuned)").all()
+    assert ((accuracy["ci_low"] <= accuracy["reproduced"]) & (accuracy["reproduced"] <= accuracy["ci_high"])).all()
 
 
 @pytest.mark.slow

@@ -122,12 +122,21 @@ def test_vs_paper_table_against_a_published_row_with_the_exact_binomial_interval
     assert vs_paper_table(methods, "unpublished", ["global σ=0.5"]).empty
 
 
-def test_published_numbers_carry_source_and_version():
-    table = published_table("cifar10")
+@pytest.mark.parametrize("experiment", ["cifar10", "imagenet"])
+def test_published_numbers_carry_source_and_version(experiment):
+    table = published_table(experiment)
     assert table is not None and {"version", "source"} <= set(table.columns)
     assert table["source"].str.len().gt(0).all() and table["version"].str.fullmatch(r"v\d").all()
     assert ((table["certified_accuracy"] >= 0) & (table["certified_accuracy"] <= 100)).all()
+    for _, row in table.groupby("paper"):  # certified accuracy cannot grow with the radius
+        assert row.sort_values("radius")["certified_accuracy"].is_monotonic_decreasing
     assert published_table("digits") is None
+
+
+def test_the_cifar10_row_rounds_to_the_v3_headline():
+    row = published_table("cifar10").set_index("radius")["certified_accuracy"]
+    headline = {0.0: 70.5, 0.25: 57.5, 0.5: 45.3, 0.75: 34.2, 1.0: 24.7}  # v3, as quoted alongside the paper
+    assert {radius: round(row[radius], 1) for radius in headline} == headline
 
 
 def test_latex_table_formats_columns_drops_all_zero_ones_and_compiles(tmp_path):
