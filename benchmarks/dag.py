@@ -92,6 +92,7 @@ def checkout_copy(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default: %(default)s)")
+    parser.add_argument("--log", type=Path, help="also write Snakemake's output (the job log parsed here) to this file")
     parser.add_argument("targets", nargs="*", help="Snakemake targets (default: the default target)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dualrs-dag-") as tmp:
@@ -105,6 +106,8 @@ def main() -> None:
                                 cwd=root, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if args.log is not None:
+            args.log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             sys.exit(f"snakemake failed:\n{result.stderr[-5000:]}")
         jobs = parse_log(result.stderr)
