@@ -1,5 +1,12 @@
 """benchmarks.dag reads Snakemake's log: jobs, their dependencies and the critical path."""
+import re
+import subprocess
+import sys
+
+import pytest
+
 from benchmarks.dag import critical_path, parse_log
+from pipeline import REPO
 
 LOG = """\
 [Wed Dec  2 12:00:00 2026]
@@ -58,3 +65,16 @@ def test_the_critical_path_is_the_chain_with_the_longest_sum_of_durations():
 def test_an_unfinished_job_is_left_out():
     jobs = parse_log(LOG.rsplit("[Wed Dec  2 12:00:15 2026]", 1)[0])
     assert 0 not in jobs and critical_path(jobs) == [3, 1]
+
+
+@pytest.mark.slow
+def test_a_run_prints_its_line_and_keeps_the_log_it_read(tmp_path):
+    log = tmp_path / "snakemake.log"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.dag", "--log", str(log), "data/digits/READY"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"dag_wall_s=\d+ cpu_util=\d\.\d\d jobs=1 critical_path_s=\d+ critical_jobs=1", line), line
+    assert "prepare_data  data=digits" in result.stdout
+    jobs = parse_log(log.read_text())
+    assert [job.rule for job in jobs.values()] == ["prepare_data"]
