@@ -23,7 +23,8 @@ def module_facts(path):
         id(inner)
         for node in ast.walk(tree)
         if isinstance(node, ast.If)
-        and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+        and getattr(node.test, "id", getattr(node.test, "attr", None))
+        == "TYPE_CHECKING"
         for statement in node.body
         for inner in ast.walk(statement)
     }
@@ -31,23 +32,32 @@ def module_facts(path):
     imported, imported_at_top, named = set(), set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if "/" not in node.value and node.value.endswith((".yaml", ".json", ".csv")):
+            bare_name = Path(node.value).name == node.value
+            if bare_name and node.value.endswith((".yaml", ".json", ".csv")):
                 named.add(PACKAGE / node.value)
             continue
         if id(node) in skipped:
             continue
         if isinstance(node, ast.ImportFrom) and node.module == "dualrs":
             names = {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dualrs."):
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "dualrs."
+        ):
             names = {node.module.split(".")[1]}
         elif isinstance(node, ast.Import):
-            names = {a.name.split(".")[1] for a in node.names if a.name.startswith("dualrs.")}
+            names = {
+                a.name.split(".")[1] for a in node.names if a.name.startswith("dualrs.")
+            }
         else:
             continue
         imported |= names
         if id(node) in top_level:
             imported_at_top |= names
-    return _modules(imported_at_top), _modules(imported), frozenset(p for p in named if p.is_file())
+    return (
+        _modules(imported_at_top),
+        _modules(imported),
+        frozenset(p for p in named if p.is_file()),
+    )
 
 
 def _modules(names):
