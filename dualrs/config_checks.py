@@ -84,7 +84,10 @@ def _spelling_problem(spell: Callable[[Any], str], value: Any, key: str) -> list
 _AMBIGUOUS_INT = re.compile(r"[-+]?(0[0-7_]+|[1-9][0-9_]*(:[0-5]?[0-9])+)")
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where PyYAML has it
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # YAML's safe loader, libyaml's where PyYAML has it
+
+
+class _StrictLoader(SAFE_LOADER):
     """YAML's safe loader that records duplicate keys and YAML 1.1 integers spelled unlike decimals."""
 
     problems: list[str]

@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from dualrs.config_checks import (
+    SAFE_LOADER,
     config_key,
     model_problems,
     number_spelling,
@@ -127,7 +128,7 @@ def schema_problems(config: dict, configfiles: Iterable[str | Path], schema_path
     problems = [f"config: {line}" for line in yaml_problems(configfiles)]
     problems += [f"config: {key} is {value}: numbers must be finite" for key, value in nonfinite_numbers(config)]
     with open(schema_path) as handle:
-        schema = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        schema = yaml.load(handle, Loader=SAFE_LOADER)
     whole_floats_to_int(config, schema)
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(part) for part in e.absolute_path])
