@@ -1,19 +1,91 @@
-"""Shared helper of the workflow tests: run this repository's Snakefile in a work directory."""
+"""Shared helper of the workflow tests: run this repository's Snakefile in a work directory.
+
+Snakemake runs as ``python -m snakemake`` would, in a process forked from one that has imported it
+(multiprocessing's forkserver, one per test process): importing Snakemake, its plugins and their
+pandas and SQLAlchemy costs a new interpreter about 1 of the 2 CPU-seconds of a dry run of the tiny
+config, and the suite starts Snakemake about 180 times. The forked process gets the command's working directory,
+environment, ``sys.argv`` and the ``sys.path`` a new interpreter would have there; its output goes to
+files, read back as ``subprocess.run(..., capture_output=True, text=True)`` returns it. A command whose
+environment changes what Python reads at start-up (``PYTHON*`` variables) gets a new interpreter.
+"""
+import functools
+import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"  # the whole DAG in two minutes: experiments tiny and tiny_dds
+FORKSERVER = multiprocessing.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(["snakemake.cli"])
+
+
+def startup_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """What of ``env`` Python reads when it starts (PYTHONPATH, PYTHONHASHSEED, ...)."""
+    return {key: value for key, value in env.items() if key.startswith("PYTHON")}
+
+
+STARTUP = startup_variables(os.environ)  # this process's, before any test changes them: the fork server's
+SERVER_STARTED: list[int] = []  # the first process forked (a fork server runs from then on)
+
+
+@functools.cache
+def fresh_sys_path() -> tuple[str, ...]:
+    """``sys.path`` of a new interpreter started with STARTUP, without its first entry (the working directory
+    for ``python -m``)."""
+    env = {**{key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}, **STARTUP}
+    listed = subprocess.run([sys.executable, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"],
+                            capture_output=True, text=True, check=True, env=env).stdout
+    return tuple(json.loads(listed))
+
+
+def _snakemake_main(args: list[str], cwd: str, env: dict[str, str], sys_path: list[str], out: str, err: str) -> None:
+    """Body of the forked process: ``python -m snakemake *args`` in ``cwd`` with ``env``."""
+    import snakemake
+    from snakemake.cli import main
+    from snakemake.workflow import Workflow
+
+    os.chdir(cwd)
+    Workflow._rundir = cwd  # the "Run directory" Snakemake takes from the working directory it is imported in
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:] = [cwd, *sys_path]
+    sys.argv = [str(Path(snakemake.__file__).with_name("__main__.py")), *args]
+    for path, fd in ((out, 1), (err, 2)):
+        with open(path, "wb") as file:
+            os.dup2(file.fileno(), fd)
+    main(args)
+
+
+def run_snakemake(args: Sequence[str], cwd: Path | str, env: Mapping[str, str] | None = None
+                  ) -> subprocess.CompletedProcess:
+    """``python -m snakemake *args`` in ``cwd`` with ``env`` (default: this process's), as
+    ``subprocess.run(..., capture_output=True, text=True)``; forked as the module docstring says."""
+    env = dict(os.environ if env is None else env)
+    command = [sys.executable, "-m", "snakemake", *args]
+    # the fork server starts at the first fork, with this process's environment of then
+    if startup_variables(env) != STARTUP or not (SERVER_STARTED or startup_variables(os.environ) == STARTUP):
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = Path(folder, "stdout"), Path(folder, "stderr")
+        process = FORKSERVER.Process(target=_snakemake_main, args=(
+            list(args), str(Path(cwd).resolve()), env, list(fresh_sys_path()), str(out), str(err)))
+        process.start()
+        SERVER_STARTED.append(process.pid)
+        process.join()
+        return subprocess.CompletedProcess(command, process.exitcode, out.read_text(), err.read_text())
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``snakemake --snakefile <repo>/Snakefile --directory workdir *args`` with this venv's tools on PATH;
     with ``check``, a failure raises with the end of Snakemake's output."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(workdir), *args], capture_output=True, text=True, env=env)
+    result = run_snakemake(["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
+                           cwd=Path.cwd(), env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result

@@ -26,6 +26,7 @@ from dualrs.io import save_checkpoint
 from dualrs.models import create_model, read_state_dict
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth
+from pipeline import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,9 +53,9 @@ def dry_run(tmp_path: Path, config: str, *args: str) -> subprocess.CompletedProc
     shutil.copytree(REPO / "config", tmp_path / "config")
     (tmp_path / "test.yaml").write_text(config)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                           str(tmp_path), "results/tables/tiny.csv", "-n", "--cores", "1", "--configfile",
-                           str(tmp_path / "test.yaml"), *args], capture_output=True, text=True, env=env)
+    return run_snakemake(["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                          "results/tables/tiny.csv", "-n", "--cores", "1", "--configfile", str(tmp_path / "test.yaml"),
+                          *args], cwd=Path.cwd(), env=env)
 
 
 def assert_nothing_written(workdir: Path) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import fake_paper_weights, run_snakemake
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # What a DVC project needs from this repository; dualrs/ and workflow/ are stage dependencies.
@@ -88,6 +90,13 @@ FAKE_DUALRS = textwrap.dedent('''\
 def run(cwd: Path, *command: str, env: dict | None = None) -> str:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def dry_run(cwd: Path, *args: str, env: dict | None = None) -> str:
+    """``python -m snakemake *args`` in ``cwd`` (tests/pipeline.py's run_snakemake); its output."""
+    result = run_snakemake(args, cwd=cwd, env=env)
+    assert result.returncode == 0, f"snakemake {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
 
@@ -168,7 +177,7 @@ def test_every_tracked_output_is_made_by_the_workflow(project):
     """Each out, metric and plot of dvc.yaml is a Snakemake output of its experiment's DAG (or holds some)."""
     root, env = project
     names = default_targets()
-    summary = run(root, sys.executable, "-m", "snakemake", "-n", "--summary", "--cores", "1",
+    summary = dry_run(root, "-n", "--summary", "--cores", "1",
                   *[f"results/tables/{name}.csv" for name in names])
     made = [line.split("\t")[0] for line in summary.splitlines()[1:] if line.startswith(("results/", "data/"))]
     for name in names:
@@ -185,7 +194,7 @@ def test_each_stage_reads_the_config_keys_and_models_of_the_experiments_in_its_d
     it then follows), and no other experiment's or dataset's."""
     root, env = project
     for name in default_targets():
-        summary = run(root, sys.executable, "-m", "snakemake", "-n", "--summary", "--cores", "1",
+        summary = dry_run(root, "-n", "--summary", "--cores", "1",
                       f"results/tables/{name}.csv")
         paths = [line.split("\t")[0] for line in summary.splitlines()[1:]]
         used = {m.group(1) for p in paths if (m := re.match(r"results/([^/]+)/", p)) and m.group(1) not in ("tables", "figures")}
@@ -311,7 +320,7 @@ def test_exp_run_set_param_reaches_snakemake_without_rewriting_the_config(projec
     assert (root / "config" / "config.yaml").read_text() == config_text
     assert yaml.safe_load((root / "params.yaml").read_text())["experiments"]["digits"]["certify"]["n"] == 500
     assert "experiments.digits.certify.n" in dvc(root, "params", "diff", "--deps", env=env)
-    dry = run(root, sys.executable, "-m", "snakemake", "-n", "-p", "-F", "--cores", "1",
+    dry = dry_run(root, "-n", "-p", "-F", "--cores", "1",
               "results/tables/digits.csv")
     commands = {m.group(1): m.group(0) for m in re.finditer(r"dualrs (certify-global|label) .*", dry)}
     assert commands, dry[-3000:]
@@ -341,7 +350,7 @@ def out_of_date(root: Path, env: dict) -> dict[str, tuple[bool, bool]]:
         targets = [f"data/{item}/READY" for item in stage.get("foreach", [])] or [f"results/tables/{name}.csv"]
         names = [f"{name}@{item}" for item in stage.get("foreach", [])] or [name]
         for stage_name, target in zip(names, targets):
-            dry = run(root, "snakemake", "-n", "--cores", "1", target, env=env)
+            dry = dry_run(root, "-n", "--cores", "1", target, env=env)
             found[stage_name] = (stage_name in status, "Nothing to be done" not in dry)
     return found
 
@@ -431,8 +440,6 @@ def test_paper_stages_depend_on_the_weights_keys_and_code_of_their_experiment(tm
     """paper/dvc.yaml.example: one stage per paper experiment, whose deps are the checkpoints its config names (raw
     inputs, `dvc add`ed), the code, and whose params are its config keys; every out is a Snakemake output of
     its DAG (dry run on stand-in weights)."""
-    from pipeline import fake_paper_weights
-
     root = committed_copy(tmp_path / "project")
     fake_paper_weights(root)
     for name, stage in paper_stages().items():
@@ -442,7 +449,7 @@ def test_paper_stages_depend_on_the_weights_keys_and_code_of_their_experiment(tm
                 "workflow/schemas", "dualrs"} == set(stage["deps"])
         assert params_of(stage, "config/config.yaml") == ["seed", f"data.{experiment['data']}", f"experiments.{name}"]
         assert params_of(stage, "params.yaml") == ["seed", "radii", f"experiments.{name}"]
-        summary = run(root, sys.executable, "-m", "snakemake", "-n", "--summary", "--cores", "1",
+        summary = dry_run(root, "-n", "--summary", "--cores", "1",
                       f"results/tables/{name}.csv")
         made = [line.split("\t")[0] for line in summary.splitlines()[1:]]
         assert not {"metrics", "plots"} & set(stage), "declared metrics make `dvc metrics show` fail where unrun"
@@ -456,8 +463,6 @@ def test_paper_stages_run_on_dvc_added_weights_and_are_out_of_date_when_they_cha
     """The example's recipe: `dvc add` of the weights works where config/config.yaml puts them (.gitignore lets
     the .dvc files in); `dvc repro` leaves the paper stages alone, `dvc repro paper/dvc.yaml` runs them, and a
     changed checkpoint makes exactly its experiment's stage out of date."""
-    from pipeline import fake_paper_weights
-
     root, env = project
     shutil.copy(root / "paper" / "dvc.yaml.example", root / "paper" / "dvc.yaml")
     fake_paper_weights(root)

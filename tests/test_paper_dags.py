@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from dualrs.published import published_table
+from pipeline import run_snakemake
 from standins import OVERLAY, REPO, merged_config, write_standins
 
 EXPERIMENTS = ("cifar10", "imagenet")
@@ -51,9 +52,8 @@ def copy_repository(work: Path) -> None:
 def snakemake(run_dir: Path, env: dict[str, str], targets: list[str], *flags: str) -> str:
     """``snakemake --cores 2 --configfile <overlay> *flags -- *targets`` in ``run_dir``; its output, or a failure
     with its end."""
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "gpu=2", *flags,
-               "--configfile", str(OVERLAY.relative_to(REPO)), "--", *targets]
-    result = subprocess.run(command, cwd=run_dir, env=env, capture_output=True, text=True)
+    result = run_snakemake(["--cores", "2", "--resources", "gpu=2", *flags, "--configfile",
+                            str(OVERLAY.relative_to(REPO)), "--", *targets], cwd=run_dir, env=env)
     output = result.stdout + result.stderr
     if result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(flags)} {' '.join(targets)} failed:\n{output[-6000:]}")

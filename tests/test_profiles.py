@@ -6,7 +6,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +17,7 @@ from snakemake_executor_plugin_slurm.partitions import Partition, read_partition
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 
+from pipeline import run_snakemake
 from test_slurm import local_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,8 +74,7 @@ def repo_copy(tmp_path_factory) -> Path:
 
 
 def dry_run(workdir: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=workdir, capture_output=True,
-                            text=True)
+    result = run_snakemake(["-n", *args], cwd=workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 

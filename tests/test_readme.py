@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import REPO, fake_paper_weights
+from pipeline import REPO, fake_paper_weights, run_snakemake
 
 
 def readme_commands(program: str) -> list[str]:
@@ -44,15 +44,14 @@ def test_the_readme_shows_the_paper_commands():
 def test_readme_snakemake_command_dry_runs(checkout, command):
     args = shlex.split(command)[1:]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", *args], cwd=checkout,
-                            capture_output=True, text=True, env=env)
+    result = run_snakemake(["--dry-run", *args], cwd=checkout, env=env)
     assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
 def test_a_target_after_resources_is_refused(checkout):
     """Why the README puts the target first: `--resources` would read it as one more resource."""
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "8", "--resources", "gpu=4",
-                             "results/tables/cifar10.csv"], cwd=checkout, capture_output=True, text=True)
+    result = run_snakemake(["--dry-run", "--cores", "8", "--resources", "gpu=4", "results/tables/cifar10.csv"],
+                           cwd=checkout)
     assert result.returncode != 0
 
 

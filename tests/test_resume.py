@@ -32,6 +32,7 @@ from dualrs.tables import GLOBAL_COLUMNS, ResumableTable, read_table, resumable_
 from dualrs.models import create_model
 from dualrs.tasks import DataRef, train_classifier_model
 from dualrs.train import Optim, train_classifier
+from pipeline import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 SIGMAS = (0.25, 0.5)
@@ -230,9 +231,8 @@ def test_eight_shard_jobs_two_at_a_time_clobber_nothing(setup, tmp_path):
     (workdir / "eight.yaml").write_text(TINY_EIGHT_SHARDS)
     target = "results/tiny/certify/global/sigma0.25.tsv"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(workdir), target, "--cores", "2", "--configfile",
-                             str(workdir / "eight.yaml")], capture_output=True, text=True, env=env)
+    result = run_snakemake(["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), target, "--cores", "2",
+                            "--configfile", str(workdir / "eight.yaml")], cwd=Path.cwd(), env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "rule train_classifier" not in result.stderr + result.stdout  # only certification ran
     logs = sorted((workdir / "logs" / "tiny" / "certify_global").glob("*.log"))

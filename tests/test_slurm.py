@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from dualrs.cli import HOST_COMMANDS
-from pipeline import REPO, TINY
+from pipeline import REPO, TINY, run_snakemake
 
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 TARGET = "results/tables/tiny.csv"
@@ -76,9 +76,8 @@ def test_slurm_profile_submits_the_paper_jobs_with_their_resources(tmp_path):
         (tmp_path / "models" / path).mkdir(parents=True)
     for path in ("cifar10/vit_base_patch16_224_cifar10.safetensors", "imagenet/beit_large_patch16_512.safetensors"):
         (tmp_path / "models" / path).touch()
-    result = subprocess.run([sys.executable, "-m", "snakemake", "results/tables/cifar10.csv", "-n", "--snakefile",
-                             str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles" / "slurm")],
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = run_snakemake(["results/tables/cifar10.csv", "-n", "--snakefile", str(REPO / "Snakefile"),
+                            "--workflow-profile", str(REPO / "profiles" / "slurm")], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     jobs = {}
     for name, line in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.MULTILINE):

@@ -1,13 +1,15 @@
 """The Snakemake workflow: a whole-DAG run on a tiny config, the paper's DAGs dry-run, config errors."""
+import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipeline import REPO, TINY, fake_paper_weights, snakemake
+from pipeline import REPO, TINY, fake_paper_weights, run_snakemake, snakemake
 
 
 @pytest.fixture
@@ -83,9 +85,35 @@ def test_invalid_config_is_rejected_before_any_job(workdir):
     assert not (workdir / "results").exists()
 
 
+@pytest.mark.parametrize("config", ["tiny.yaml", "bad.yaml"])
+def test_forked_snakemake_prints_what_a_new_interpreter_prints(workdir, config):
+    """tests/pipeline.py's run_snakemake forks Snakemake from a process that has imported it: a dry run, and a
+    refused configuration, print the words ``python -m snakemake`` prints on each line (but for the date, the
+    run's ID, the timestamps and job numbers) and exit with its status."""
+    shutil.copy2(TINY, workdir / "tiny.yaml")
+    (workdir / "bad.yaml").write_text("experiments:\n  tiny:\n    data: digits\n    sigmas: [0.25, -0.5]\n")
+    args = ["results/tables/tiny.csv", "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
+            "--configfile", config]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    forked = run_snakemake(args, cwd=workdir, env=env)
+    fresh = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True,
+                           text=True)
+
+    def stable(text: str) -> list[list[str]]:
+        """The words of each line, and the lines, sorted: Snakemake lists jobs and files in an order that varies
+        from run to run (it follows string hashes)."""
+        text = re.sub(r"^  (Date|Workflow ID): .*$", r"  \1", text, flags=re.MULTILINE)
+        text = re.sub(r"^\[\w{3} \w{3} +\d+ [\d:]+ \d{4}\]$", "[time]", text, flags=re.MULTILINE)
+        text = re.sub(r"jobid: \d+", "jobid", text)
+        return sorted(sorted(line.replace(",", " ").split()) for line in text.splitlines())
+
+    assert forked.returncode == fresh.returncode == (0 if config == "tiny.yaml" else 1)
+    assert stable(forked.stdout) == stable(fresh.stdout) and stable(forked.stderr) == stable(fresh.stderr)
+    assert f"Run directory: {workdir}" in forked.stdout or config == "bad.yaml"
+
+
 def test_lint_is_clean():
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(REPO)], capture_output=True, text=True)
+    result = run_snakemake(["--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)], cwd=Path.cwd())
     assert result.returncode == 0, result.stdout + result.stderr
 
 
