@@ -17,8 +17,10 @@ SLURM_TESTS = Path(__file__).parent / "test_slurm.py"
 
 # Test files that run whole pipelines, longest first. pytest-xdist (--dist loadfile --no-loadscope-reorder)
 # hands out files in collection order, so these start at once and overlap, instead of the longest running
-# last on one worker while the other idles.
-FIRST = ("test_slurm.py", "test_paper_dags.py", "test_determinism.py", "test_dvc.py", "test_workflow.py",
+# last on one worker while the other idles. The fourth file is a short one: pytest-xdist queues it behind
+# the live Slurm run as soon as test_slurm.py's quick tests have passed (a worker is given the next file
+# when two or fewer of its tests are left), so that test_dvc.py goes to a worker that is free before then.
+FIRST = ("test_slurm.py", "test_paper_dags.py", "test_determinism.py", "test_workflow.py", "test_dvc.py",
          "test_ablations.py", "test_bad_input.py")
 
 
@@ -29,7 +31,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     214 s, most of them the local run it compares with): Slurm starts each job alone and the executor polls
     for its end; the extra worker keeps both cores busy meanwhile (full suite on 2 cores: 12 min 07 s
     against 13 min 59 s). Without it an extra worker only slows the others (quick tests: 3 min 02 s against
-    2 min 21 s). PYTEST_XDIST_AUTO_NUM_WORKERS, when set, decides instead."""
+    2 min 21 s), and a second extra one slows the whole suite (990 tests, one after the other on the same
+    day: 11 min 36 s with four workers, 9 min 40 s with three). PYTEST_XDIST_AUTO_NUM_WORKERS, when set,
+    decides instead."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses != "logical":
         return None
     return (os.cpu_count() or 1) + runs_live_slurm(config)

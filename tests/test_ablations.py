@@ -3,6 +3,7 @@ the ablation DAG, two ablations end to end."""
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -320,9 +321,20 @@ def test_bad_ablation_configs_are_one_error_before_any_job(workdir, ablations, t
     assert not (workdir / "results").exists()
 
 
+@pytest.fixture(scope="module")
+def ablation_run(tmp_path_factory) -> Path:
+    """A work directory in which two ablation tables of the tiny config were built, in one run: N_label's and
+    the Σ set's (the experiment's own runs, which both reuse, are made once)."""
+    workdir = tmp_path_factory.mktemp("ablation_run")
+    shutil.copytree(REPO / "config", workdir / "config")
+    snakemake(workdir, "results/tables/ablations/tiny_n_label.csv", "results/tables/ablations/tiny_sigmas.csv",
+              "--cores", "2", "--configfile", str(TINY))
+    return workdir
+
+
 @pytest.mark.slow
-def test_one_ablation_runs_end_to_end(workdir):
-    snakemake(workdir, "results/tables/ablations/tiny_n_label.csv", "--cores", "2", "--configfile", str(TINY))
+def test_one_ablation_runs_end_to_end(ablation_run):
+    workdir = ablation_run
     table = pd.read_csv(workdir / "results/tables/ablations/tiny_n_label.csv", index_col="method")
     assert list(table.index) == ["n_label=8", "n_label=16"] and (table["n"] == 18).all()
     for ext in ("md", "tex", "json"):
@@ -352,8 +364,8 @@ def test_one_ablation_runs_end_to_end(workdir):
 
 
 @pytest.mark.slow
-def test_a_sigma_set_ablation_runs_end_to_end(workdir):
-    snakemake(workdir, "results/tables/ablations/tiny_sigmas.csv", "--cores", "2", "--configfile", str(TINY))
+def test_a_sigma_set_ablation_runs_end_to_end(ablation_run):
+    workdir = ablation_run
     table = pd.read_csv(workdir / "results/tables/ablations/tiny_sigmas.csv", index_col="method")
     assert list(table.index) == ["sigmas={0.25, 0.5}", "sigmas={0.25, 0.5, 1}"] and (table["n"] == 18).all()
     meta = json.loads((workdir / "results/tiny/ablations/sigmas/0.25_0.5/estimator.json").read_text())
