@@ -3,10 +3,10 @@
 Snakemake runs as ``python -m snakemake`` would, in a process forked from one that has imported it
 (multiprocessing's forkserver, one per test process): importing Snakemake, its plugins and their
 pandas and SQLAlchemy costs a new interpreter about 1 of the 2 CPU-seconds of a dry run of the tiny
-config, and the suite starts Snakemake about 180 times. The forked process gets the command's working directory,
-environment, ``sys.argv`` and the ``sys.path`` a new interpreter would have there; its output goes to
-files, read back as ``subprocess.run(..., capture_output=True, text=True)`` returns it. A command whose
-environment changes what Python reads at start-up (``PYTHON*`` variables) gets a new interpreter.
+config, and the suite starts Snakemake about 180 times. The forked process gets the command's working
+directory, environment, ``sys.argv`` and the ``sys.path`` a new interpreter would have there; its output
+goes to files, read back as ``subprocess.run(..., capture_output=True, text=True)`` returns it. A command
+whose environment changes what Python reads at start-up (``PYTHON*`` variables) gets a new interpreter.
 """
 import functools
 import json
@@ -30,7 +30,7 @@ def startup_variables(env: Mapping[str, str]) -> dict[str, str]:
 
 
 STARTUP = startup_variables(os.environ)  # this process's, before any test changes them: the fork server's
-SERVER_STARTED: list[int] = []  # the first process forked (a fork server runs from then on)
+FORKED: list[int] = []  # the processes forked so far (the fork server runs from the first one on)
 
 
 @functools.cache
@@ -68,14 +68,14 @@ def run_snakemake(args: Sequence[str], cwd: Path | str, env: Mapping[str, str] |
     env = dict(os.environ if env is None else env)
     command = [sys.executable, "-m", "snakemake", *args]
     # the fork server starts at the first fork, with this process's environment of then
-    if startup_variables(env) != STARTUP or not (SERVER_STARTED or startup_variables(os.environ) == STARTUP):
+    if startup_variables(env) != STARTUP or not (FORKED or startup_variables(os.environ) == STARTUP):
         return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     with tempfile.TemporaryDirectory() as folder:
         out, err = Path(folder, "stdout"), Path(folder, "stderr")
         process = FORKSERVER.Process(target=_snakemake_main, args=(
             list(args), str(Path(cwd).resolve()), env, list(fresh_sys_path()), str(out), str(err)))
         process.start()
-        SERVER_STARTED.append(process.pid)
+        FORKED.append(process.pid)
         process.join()
         return subprocess.CompletedProcess(command, process.exitcode, out.read_text(), err.read_text())
 
