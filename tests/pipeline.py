@@ -43,6 +43,11 @@ def fresh_sys_path() -> tuple[str, ...]:
     return tuple(json.loads(listed))
 
 
+def venv_environment() -> dict[str, str]:
+    """This process's environment with this venv's executables (``dualrs``, ``snakemake``) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def _snakemake_main(args: list[str], cwd: str, env: dict[str, str], sys_path: list[str], out: str, err: str) -> None:
     """Body of the forked process: ``python -m snakemake *args`` in ``cwd`` with ``env``."""
     import snakemake
@@ -83,9 +88,8 @@ def run_snakemake(args: Sequence[str], cwd: Path | str, env: Mapping[str, str] |
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``snakemake --snakefile <repo>/Snakefile --directory workdir *args`` with this venv's tools on PATH;
     with ``check``, a failure raises with the end of Snakemake's output."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = run_snakemake(["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args],
-                           cwd=Path.cwd(), env=env)
+                           cwd=Path.cwd(), env=venv_environment())
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from dualrs.io import save_checkpoint
 from dualrs.models import create_model, read_state_dict
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth
-from pipeline import run_snakemake
+from pipeline import run_snakemake, venv_environment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +51,7 @@ def dry_run(tmp_path: Path, config: str, *args: str) -> subprocess.CompletedProc
     tmp_path.mkdir(exist_ok=True)
     shutil.copytree(REPO / "config", tmp_path / "config")
     (tmp_path / "test.yaml").write_text(config)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_environment()
     return run_snakemake(["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                           "results/tables/tiny.csv", "-n", "--cores", "1", "--configfile", str(tmp_path / "test.yaml"),
                           *args], cwd=Path.cwd(), env=env)

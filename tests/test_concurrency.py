@@ -21,7 +21,7 @@ import pytest
 
 from dualrs.cli import main
 from dualrs.tables import GLOBAL_COLUMNS, OutputError, ResumableTable
-from pipeline import REPO, snakemake
+from pipeline import REPO, snakemake, venv_environment
 from test_resume import Setup, certificates, global_args, rows_written, trained_setup
 
 
@@ -220,7 +220,7 @@ def test_killed_scheduler_then_unlock_and_rerun_gives_the_uninterrupted_table(se
     main(global_args(setup, tmp_path / "reference.tsv", **RULE_ARGS))
     workdir, args = snakemake_workdir(setup, tmp_path / "work")
     partial = workdir / (TARGET + ".partial")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_environment()
     with open(tmp_path / "killed.log", "w") as log:
         scheduler = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                                       "--directory", str(workdir), *args], stdout=log, stderr=subprocess.STDOUT,

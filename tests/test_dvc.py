@@ -177,8 +177,7 @@ def test_every_tracked_output_is_made_by_the_workflow(project):
     """Each out, metric and plot of dvc.yaml is a Snakemake output of its experiment's DAG (or holds some)."""
     root, env = project
     names = default_targets()
-    summary = dry_run(root, "-n", "--summary", "--cores", "1",
-                  *[f"results/tables/{name}.csv" for name in names])
+    summary = dry_run(root, "-n", "--summary", "--cores", "1", *[f"results/tables/{name}.csv" for name in names])
     made = [line.split("\t")[0] for line in summary.splitlines()[1:] if line.startswith(("results/", "data/"))]
     for name in names:
         for kind in ("outs", "metrics", "plots"):
@@ -194,8 +193,7 @@ def test_each_stage_reads_the_config_keys_and_models_of_the_experiments_in_its_d
     it then follows), and no other experiment's or dataset's."""
     root, env = project
     for name in default_targets():
-        summary = dry_run(root, "-n", "--summary", "--cores", "1",
-                      f"results/tables/{name}.csv")
+        summary = dry_run(root, "-n", "--summary", "--cores", "1", f"results/tables/{name}.csv")
         paths = [line.split("\t")[0] for line in summary.splitlines()[1:]]
         used = {m.group(1) for p in paths if (m := re.match(r"results/([^/]+)/", p)) and m.group(1) not in ("tables", "figures")}
         data = {m.group(1) for p in paths if (m := re.match(r"data/([^/]+)/READY$", p))}
@@ -320,8 +318,7 @@ def test_exp_run_set_param_reaches_snakemake_without_rewriting_the_config(projec
     assert (root / "config" / "config.yaml").read_text() == config_text
     assert yaml.safe_load((root / "params.yaml").read_text())["experiments"]["digits"]["certify"]["n"] == 500
     assert "experiments.digits.certify.n" in dvc(root, "params", "diff", "--deps", env=env)
-    dry = dry_run(root, "-n", "-p", "-F", "--cores", "1",
-              "results/tables/digits.csv")
+    dry = dry_run(root, "-n", "-p", "-F", "--cores", "1", "results/tables/digits.csv")
     commands = {m.group(1): m.group(0) for m in re.finditer(r"dualrs (certify-global|label) .*", dry)}
     assert commands, dry[-3000:]
     assert "--n 500 " in commands["certify-global"] and "--n 1000 " in commands["label"]
@@ -449,8 +446,7 @@ def test_paper_stages_depend_on_the_weights_keys_and_code_of_their_experiment(tm
                 "workflow/schemas", "dualrs"} == set(stage["deps"])
         assert params_of(stage, "config/config.yaml") == ["seed", f"data.{experiment['data']}", f"experiments.{name}"]
         assert params_of(stage, "params.yaml") == ["seed", "radii", f"experiments.{name}"]
-        summary = dry_run(root, "-n", "--summary", "--cores", "1",
-                      f"results/tables/{name}.csv")
+        summary = dry_run(root, "-n", "--summary", "--cores", "1", f"results/tables/{name}.csv")
         made = [line.split("\t")[0] for line in summary.splitlines()[1:]]
         assert not {"metrics", "plots"} & set(stage), "declared metrics make `dvc metrics show` fail where unrun"
         for entry in stage["outs"]:

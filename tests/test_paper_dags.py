@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from dualrs.published import published_table
-from pipeline import run_snakemake
+from pipeline import run_snakemake, venv_environment
 from standins import OVERLAY, REPO, merged_config, write_standins
 
 EXPERIMENTS = ("cifar10", "imagenet")
@@ -75,7 +75,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory) -> PaperRun:
     work = tmp_path_factory.mktemp("paper_dags")
     copy_repository(work)
     site = write_standins(work)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    env = {**venv_environment(),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     planned = planned_jobs(snakemake(work, env, TARGETS, "-n"))
     start = time.perf_counter()

@@ -1,16 +1,14 @@
 """Every `snakemake` command README.md shows runs as written (as a dry run, with stand-ins for the paper's
 checkpoints at the configured paths) in a copy of the repository."""
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from pipeline import REPO, fake_paper_weights, run_snakemake
+from pipeline import REPO, fake_paper_weights, run_snakemake, venv_environment
 
 
 def readme_commands(program: str) -> list[str]:
@@ -43,7 +41,7 @@ def test_the_readme_shows_the_paper_commands():
 @pytest.mark.parametrize("command", readme_commands("snakemake"))
 def test_readme_snakemake_command_dry_runs(checkout, command):
     args = shlex.split(command)[1:]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_environment()
     result = run_snakemake(["--dry-run", *args], cwd=checkout, env=env)
     assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 

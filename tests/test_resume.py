@@ -8,7 +8,6 @@ small digits CNNs trained for one epoch, so certificates mix classes, radii and 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -32,7 +31,7 @@ from dualrs.tables import GLOBAL_COLUMNS, ResumableTable, read_table, resumable_
 from dualrs.models import create_model
 from dualrs.tasks import DataRef, train_classifier_model
 from dualrs.train import Optim, train_classifier
-from pipeline import run_snakemake
+from pipeline import run_snakemake, venv_environment
 
 REPO = Path(__file__).resolve().parents[1]
 SIGMAS = (0.25, 0.5)
@@ -230,7 +229,7 @@ def test_eight_shard_jobs_two_at_a_time_clobber_nothing(setup, tmp_path):
     shutil.copytree(REPO / "config", workdir / "config")
     (workdir / "eight.yaml").write_text(TINY_EIGHT_SHARDS)
     target = "results/tiny/certify/global/sigma0.25.tsv"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_environment()
     result = run_snakemake(["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), target, "--cores", "2",
                             "--configfile", str(workdir / "eight.yaml")], cwd=Path.cwd(), env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from dualrs.cli import HOST_COMMANDS
-from pipeline import REPO, TINY, run_snakemake
+from pipeline import REPO, TINY, run_snakemake, venv_environment
 
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 TARGET = "results/tables/tiny.csv"
@@ -130,7 +130,7 @@ def launch(workdir: Path, *args: str, cluster: Path | None = None) -> subprocess
     if cluster is not None:  # afterwards, list the jobs Slurm ran: comment (rule_<name>...), state, GPUs, partition
         jobs = "squeue --states=all --noheader --Format=Comment:200,State:20,tres-per-job:40,Partition:20"
         command = [str(SCRIPT), "run", str(cluster), "bash", "-c", f'"$@" && {jobs}', "bash", *command]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_environment()
     with open(workdir / "run.log", "w") as log:
         return subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
 

@@ -1,5 +1,4 @@
 """The Snakemake workflow: a whole-DAG run on a tiny config, the paper's DAGs dry-run, config errors."""
-import os
 import re
 import shutil
 import subprocess
@@ -9,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import REPO, TINY, fake_paper_weights, run_snakemake, snakemake
+from pipeline import REPO, TINY, fake_paper_weights, run_snakemake, snakemake, venv_environment
 
 
 @pytest.fixture
@@ -94,7 +93,7 @@ def test_forked_snakemake_prints_what_a_new_interpreter_prints(workdir, config):
     (workdir / "bad.yaml").write_text("experiments:\n  tiny:\n    data: digits\n    sigmas: [0.25, -0.5]\n")
     args = ["results/tables/tiny.csv", "-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
             "--configfile", config]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = venv_environment()
     forked = run_snakemake(args, cwd=workdir, env=env)
     fresh = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True,
                            text=True)
