@@ -492,7 +492,8 @@ INPUT_TYPES = (existing_file, existing_dir, sigma_path, name_path, expert_spec)
 def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Rules across arguments and what the named files say they are, checked before any work: α + β < ½
     (:func:`check_settings`), a device torch knows, classifiers that are not estimators, an estimator
-    (over sigmas) where ``route`` needs one, an output file that is not an existing directory."""
+    (over sigmas) where ``route`` and ``certify-dual`` need one and a router (over experts) where
+    ``certify-router`` does, an output file that is not an existing directory."""
     import torch
 
     out = getattr(args, "out", None)
@@ -512,12 +513,18 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if meta is not None and ("sigmas" in meta or "experts" in meta or meta.get("role") == "estimator"):
             parser.error(f"argument {flag}: {path} is a checkpoint of a variance estimator or router "
                          f"(role {meta.get('role')!r}), not of a classifier")
-    if args.command == "route":
+    if args.command in ("route", "certify-dual"):
         meta = _metadata(args.estimator)
         if meta is not None and not isinstance(meta.get("sigmas"), list):
             parser.error(f"argument --estimator: {args.estimator} is not a checkpoint of a variance estimator: its "
                          f"metadata names no candidate sigmas (role {meta.get('role')!r}, "
                          f"{'experts ' + str(meta['experts']) if 'experts' in meta else 'no experts'})")
+    if args.command == "certify-router":
+        meta = _metadata(args.router)
+        if meta is not None and not isinstance(meta.get("experts"), list):
+            parser.error(f"argument --router: {args.router} is not a checkpoint of a router: its metadata names no "
+                         f"experts (role {meta.get('role')!r}, "
+                         f"{'sigmas ' + str(meta['sigmas']) if 'sigmas' in meta else 'no sigmas'})")
 
 
 def _classifier_paths(args: argparse.Namespace) -> list[tuple[str, Path]]:

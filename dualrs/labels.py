@@ -23,18 +23,22 @@ from scipy.special import ndtri, softmax
 
 from dualrs.sequential import AdaptiveBound, AdaptiveStage, select_class, settle
 from dualrs.smoothing import Smooth, lower_confidence_bound
-from dualrs.tables import read_table
+from dualrs.table_checks import LABEL_TABLE_COLUMNS, read_input_table
 
 K = TypeVar("K", bound=Hashable)
 RadiusWeight = Literal["strong", "weak", "none"]
 RADIUS_WEIGHTS: tuple[RadiusWeight, ...] = ("strong", "weak", "none")
 
 
-def radius_matrix(label_tables: Mapping[K, Path | str]) -> tuple[np.ndarray, np.ndarray, list[K]]:
+def radius_matrix(
+    label_tables: Mapping[K, Path | str], num_items: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[K]]:
     """Read one labels TSV per candidate (a σ, or an expert of a router) into (idx, radii N×K, candidates),
-    columns in the mapping's order, radius 0 where the certificate is not correct."""
+    columns in the mapping's order, radius 0 where the certificate is not correct; each table is checked
+    (:func:`~dualrs.table_checks.read_input_table`) against the ``num_items`` inputs of the training split."""
     keys = list(label_tables)
-    frames = [read_table(label_tables[k]).set_index("idx").sort_index() for k in keys]
+    frames = [read_input_table(label_tables[k], f"the label table for {k}", LABEL_TABLE_COLUMNS, num_items=num_items,
+                               split="training split").set_index("idx").sort_index() for k in keys]
     idx = frames[0].index
     for key, frame in zip(keys, frames):
         if not frame.index.equals(idx):

@@ -24,7 +24,8 @@ from matplotlib.colors import to_hex
 from scipy.stats import binomtest
 
 from dualrs.published import published_claims, published_table
-from dualrs.tables import atomic_file, read_table
+from dualrs.table_checks import CERTIFICATE_COLUMNS, CERTIFICATE_OPTIONAL, read_input_table
+from dualrs.tables import atomic_file
 
 ORACLE = "oracle over global σ (not a certificate)"
 
@@ -490,7 +491,12 @@ def _save(fig: plt.Figure, stem: Path) -> list[Path]:
 
 
 def load_methods(paths: Mapping[str, Path | str]) -> dict[str, pd.DataFrame]:
-    return {name: read_table(path) for name, path in paths.items()}
+    """Each method's certificate TSV, checked (:func:`~dualrs.table_checks.read_input_table`)."""
+    return {name: read_certificates(path, name) for name, path in paths.items()}
+
+
+def read_certificates(path: Path | str, name: str) -> pd.DataFrame:
+    return read_input_table(path, f"the certificates of {name!r}", CERTIFICATE_COLUMNS, CERTIFICATE_OPTIONAL)
 
 
 def report_experiment(
@@ -519,7 +525,7 @@ def report_experiment(
         methods = {n: methods[n] for n in named_globals} | {ORACLE: oracle_certificates(by_sigma)} | methods
     summary = summary_table(methods, radii)
     if choices_reference is not None:
-        summary = summary.join(choice_agreement({n: methods[n] for n in routed_tables}, read_table(choices_reference)))
+        summary = summary.join(choice_agreement({n: methods[n] for n in routed_tables}, read_certificates(choices_reference, "the choices reference")))
     write_tables(summary, table)
     write_curves(methods, table.with_name(f"{table.stem}_curve.csv"))
     choices = choice_shares(methods, [*global_tables, *sigmas])

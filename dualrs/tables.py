@@ -309,8 +309,14 @@ def resumable_table(
 
 
 def concat_tables(inputs: Iterable[Path | str], output: Path | str) -> None:
-    """Concatenate shard tables, sorted by ``idx``; shards must not overlap."""
-    frame = pd.concat([read_table(p) for p in inputs], ignore_index=True)
+    """Concatenate shard tables, sorted by ``idx``; shards must have the same columns and not overlap."""
+    paths = list(inputs)
+    frames = [read_table(p) for p in paths]
+    for path, shard in zip(paths[1:], frames[1:]):
+        if list(shard.columns) != list(frames[0].columns):
+            raise ValueError(f"shard {path} has the columns {', '.join(shard.columns)}, but shard {paths[0]} has "
+                             f"{', '.join(frames[0].columns)}: the shards come from different commands")
+    frame = pd.concat(frames, ignore_index=True)
     duplicated = frame["idx"][frame["idx"].duplicated()]
     if len(duplicated):
         raise ValueError(f"shards overlap on idx {sorted(duplicated)[:5]}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,8 +30,9 @@ from dualrs.progress import progress
 from dualrs.seeding import sample_generator
 from dualrs.settings import (CascadeSettings, DualSettings, EstimatorSettings, FinetuneSettings, RouterSettings,
                              RouteSettings, Sampling, SmoothedSettings)
+from dualrs.table_checks import ROUTES_COLUMNS, read_input_table
 from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTER_COLUMNS, file_digest,
-                           read_table, resumable_table, write_table)
+                           resumable_table, write_table)
 from dualrs.train import Optim, route, train_classifier, train_classifier_at_routed_sigmas, train_estimator
 
 
@@ -303,7 +305,8 @@ def train_estimator_model(
     w_r (``radius_weight``)."""
     s, info, device = settings, data.info(), resolve_device(device)
     routes_experts = any(isinstance(key, str) for key in labels)
-    idx, radii, candidates = radius_matrix(labels if routes_experts else dict(sorted(labels.items())))
+    train = data.split("train")
+    idx, radii, candidates = radius_matrix(labels if routes_experts else dict(sorted(labels.items())), len(train))
     sigmas = _candidate_sigmas(candidates, s.expert_sigmas) if routes_experts else candidates
     if s.radius_weight != "none" and sigmas is None:
         raise ValueError(f"radius weight {s.radius_weight!r} needs the sigma of every expert")
@@ -317,7 +320,6 @@ def train_estimator_model(
                          "alpha^(1/n), which must exceed 1/2 (n > log(alpha) / log(1/2)), and the classifiers "
                          "must be right on some training inputs")
     idx, radii = idx[keep][informative], radii[keep][informative]
-    train = data.split("train")
     x = torch.stack([train[int(i)][0] for i in idx])
     targets = torch.as_tensor(hard_labels(radii) if s.hard else soft_labels(radii, s.temperature),
                               dtype=torch.float32)
@@ -375,13 +377,18 @@ def finetune_classifier(
     the training inputs routed to it, under noise σ; with ``sigma`` None, the one shared classifier on every
     training input at its routed σ (through that σ's denoiser, for denoised smoothing)."""
     sigma, optim, seed = settings.sigma, settings.optim, settings.seed
+    train = data.split("train")
+    table = read_input_table(routes, "the routes table", ROUTES_COLUMNS, num_items=len(train), split="training split")
+    if sigma is not None and not np.isclose(table["sigma"], sigma).any():
+        routed = ", ".join(f"{s:g}" for s in np.unique(table["sigma"])) or "none"
+        warnings.warn(f"no training input of {routes} is routed to sigma={sigma:g} (sigmas routed to: {routed}); "
+                      "the classifier is saved unchanged")
     device = resolve_device(device)
     model, meta = load_checkpoint(classifier, device)
-    table = read_table(routes)
     denoisers = Denoisers(denoiser, device)
     if sigma is None:
         views = {float(s): denoisers.wrap(model, float(s)) for s in np.unique(table["sigma"])}
-        subset = Subset(data.split("train"), table["idx"].astype(int).tolist())
+        subset = Subset(train, table["idx"].astype(int).tolist())
         history = train_classifier_at_routed_sigmas(views, subset, table["sigma"].tolist(), optim, seed, device,
                                                     desc="finetune at routed sigmas")
         samples = {f"{s:g}": int(np.isclose(table["sigma"], s).sum()) for s in views}
@@ -389,7 +396,7 @@ def finetune_classifier(
         chosen = table.loc[np.isclose(table["sigma"], sigma), "idx"].astype(int).tolist()
         history = []
         if chosen:
-            history = train_classifier(denoisers.wrap(model, sigma), Subset(data.split("train"), chosen), sigma,
+            history = train_classifier(denoisers.wrap(model, sigma), Subset(train, chosen), sigma,
                                        optim, seed, device, desc=f"finetune sigma={sigma}")
         samples = {f"{sigma:g}": len(chosen)}
     check_finite_weights(model, f"the classifier finetuned for {out}")

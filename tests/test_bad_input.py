@@ -305,13 +305,140 @@ def test_weights_of_another_architecture_are_refused(digits, tmp_path):
     assert_exits_naming(certify_global(digits, path, tmp_path / "c.tsv"), "is not valid JSON")
 
 
-def test_estimator_with_the_wrong_number_of_sigmas_is_refused(digits, tmp_path):
+def assert_usage_error_naming(capsys: pytest.CaptureFixture, argv: list[str], message: str) -> None:
+    """The command line is refused (exit status 2) before any work, with ``message`` on stderr."""
+    out = Path(argv[argv.index("--out") + 1])
+    with pytest.raises(SystemExit) as error:
+        main(argv)
+    assert error.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_estimator_with_the_wrong_number_of_sigmas_is_refused(capsys, digits, tmp_path):
     classifier = checkpoint(tmp_path / "clf.safetensors")
     estimator = checkpoint(tmp_path / "est.safetensors", num_classes=3, sigmas=[0.25, 0.5])
     assert_exits_naming(certify_dual(digits, estimator, classifier, tmp_path / "d.tsv"),
                         "is for 3 classes from 1-channel inputs, but an estimator over sigmas [0.25, 0.5]")
-    assert_exits_naming(certify_dual(digits, classifier, classifier, tmp_path / "d.tsv"),
-                        f"estimator {classifier} was trained for sigmas None")
+    assert_usage_error_naming(capsys, certify_dual(digits, classifier, classifier, tmp_path / "d.tsv"),
+                              f"argument --estimator: {classifier} is not a checkpoint of a variance estimator")
+
+
+def test_an_estimator_given_as_router_is_refused(capsys, digits, tmp_path):
+    classifier = checkpoint(tmp_path / "clf.safetensors")
+    estimator = checkpoint(tmp_path / "est.safetensors", num_classes=2, sigmas=[0.25, 0.5], role="estimator")
+    expert = json.dumps({"name": "a", "sigma": 0.5, "classifier": str(classifier)})
+    out = tmp_path / "r.tsv"
+    argv = ["certify-router", "--dataset", "digits", "--root", str(digits), "--router", str(estimator), "--expert",
+            expert, "--expert", expert.replace('"a"', '"b"'), "--sigma-e", "0.5", "--n0", "8", "--n", "32",
+            "--batch-size", "32", "--every", "60", "--alpha", "0.01", "--beta", "0.01", "--device", "cpu",
+            "--out", str(out)]
+    assert_usage_error_naming(capsys, argv, f"argument --router: {estimator} is not a checkpoint of a router")
+
+
+# ------------------------------------------------------------------ input tables: routes, labels, certificates
+
+TRAINING_INPUTS = 1257  # digits' training split (test_fraction 0.3)
+
+BAD_TABLES = [  # (TSV text, what the error says)
+    ("idx\tsig\n0\t0.5\n", "lacks the column sigma (its columns: idx, sig)"),
+    ("idx\tsigma\n0\t0.5\n1\tabc\n", "column 'sigma' holds noise levels (finite numbers > 0), but line 3 holds 'abc'"),
+    ("idx\tsigma\n0\t0.5\n1\t-0.5\n", "but line 3 holds -0.5"),
+    ("idx\tsigma\n0\t0.5\n1\tinf\n", "but line 3 holds inf"),
+    ("idx\tsigma\n0\t0.5\n1\t\n", "but line 3 holds NaN or an empty field"),
+    ("idx\tsigma\n0.5\t0.5\n", "column 'idx' holds input indices (integers >= 0, each once), but line 2 holds 0.5"),
+    ("idx\tsigma\n-1\t0.5\n", "but line 2 holds -1"),
+    ("idx\tsigma\n3\t0.5\n3\t0.25\n", "idx 3 appears more than once"),
+    (f"idx\tsigma\n0\t0.5\n{TRAINING_INPUTS}\t0.5\n",
+     f"idx {TRAINING_INPUTS} is past the {TRAINING_INPUTS} inputs of the training split (idx 0 to 1256)"),
+]
+
+
+def finetune(digits: Path, classifier: Path, routes: Path, out: Path) -> list[str]:
+    return ["finetune", "--dataset", "digits", "--root", str(digits), "--classifier", str(classifier), "--sigma",
+            "0.5", "--routes", str(routes), "--epochs", "1", "--batch-size", "16", "--lr", "0.001", "--device", "cpu",
+            "--out", str(out)]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_TABLES)
+def test_a_bad_routes_table_is_refused_naming_file_column_and_line(digits, tmp_path, text, message):
+    routes = tmp_path / "routes.tsv"
+    routes.write_text(text)
+    out = tmp_path / "finetuned.safetensors"
+    assert_exits_naming(finetune(digits, checkpoint(tmp_path / "clf.safetensors"), routes, out),
+                        f"{routes} (the routes table)", message)
+    assert not out.with_suffix(".json").exists()
+
+
+def test_finetuning_a_sigma_no_input_is_routed_to_warns_and_keeps_the_weights(digits, tmp_path):
+    routes = tmp_path / "routes.tsv"
+    routes.write_text("idx\tsigma\n0\t0.25\n1\t1.0\n")
+    classifier, out = checkpoint(tmp_path / "clf.safetensors"), tmp_path / "finetuned.safetensors"
+    with pytest.warns(UserWarning, match=r"no training input of .* is routed to sigma=0.5 \(sigmas routed to: 0.25, 1\)"):
+        main(finetune(digits, classifier, routes, out))
+    assert read_state_dict(out).keys() == read_state_dict(classifier).keys()
+    assert all(torch.equal(read_state_dict(out)[k], read_state_dict(classifier)[k]) for k in read_state_dict(out))
+
+
+LABEL_ROWS = "".join(f"{i}\t{i % 10}\t{i % 10}\t0.4\t1\n" for i in range(40))
+
+
+@pytest.mark.parametrize(("bad_row", "message"), [
+    ("40\t0\t0\tnan\t1\n", "column 'radius' holds radii (finite numbers >= 0), but line 42 holds NaN or an empty field"),
+    ("40\t0\t0\t-0.2\t1\n", "column 'radius' holds radii (finite numbers >= 0), but line 42 holds -0.2"),
+    ("40\t0\t0\t0.2\t2\n", "column 'correct' holds 0 or 1, but line 42 holds 2"),
+    ("39\t0\t0\t0.2\t1\n", "idx 39 appears more than once"),
+    (f"{TRAINING_INPUTS + 5}\t0\t0\t0.2\t1\n", f"idx {TRAINING_INPUTS + 5} is past the {TRAINING_INPUTS} inputs"),
+])
+def test_a_bad_label_table_is_refused_before_training(digits, tmp_path, bad_row, message):
+    good, bad = tmp_path / "good.tsv", tmp_path / "bad.tsv"
+    good.write_text("idx\tlabel\tpredict\tradius\tcorrect\n" + LABEL_ROWS)
+    bad.write_text("idx\tlabel\tpredict\tradius\tcorrect\n" + LABEL_ROWS + bad_row)
+    out = tmp_path / "estimator.safetensors"
+    assert_exits_naming(["train-estimator", "--dataset", "digits", "--root", str(digits), "--labels", f"0.25={good}",
+                         "--labels", f"0.5={bad}", "--arch", "digits_cnn", "--sigma-e", "0.5", "--epochs", "1",
+                         "--batch-size", "16", "--lr", "0.001", "--device", "cpu", "--out", str(out)],
+                        f"{bad} (the label table for 0.5)", message)
+
+
+def test_a_label_table_without_the_correct_column_is_refused(digits, tmp_path):
+    table = tmp_path / "labels.tsv"
+    table.write_text("idx\tradius\n0\t0.5\n")
+    out = tmp_path / "estimator.safetensors"
+    assert_exits_naming(["train-estimator", "--dataset", "digits", "--root", str(digits), "--labels", f"0.25={table}",
+                         "--labels", f"0.5={table}", "--arch", "digits_cnn", "--sigma-e", "0.5", "--epochs", "1",
+                         "--batch-size", "16", "--lr", "0.001", "--device", "cpu", "--out", str(out)],
+                        f"{table} (the label table for 0.25) lacks the column correct (its columns: idx, radius)")
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("correct", "yes", "column 'correct' holds 0 or 1, but line 4 holds 'yes'"),
+    ("radius", "-1", "column 'radius' holds radii (finite numbers >= 0), but line 4 holds -1"),
+    ("predict", "-2", "column 'predict' holds predictions (integers >= -1, -1 for an abstention), but line 4 holds -2"),
+    ("sigma", "0", "column 'sigma' holds noise levels (finite numbers > 0), empty for an abstention, but line 4 holds 0"),
+    ("time", "nan", "column 'time' holds times in seconds (finite numbers >= 0), but line 4 holds NaN"),
+])
+def test_report_refuses_a_bad_certificate_table_before_writing(tmp_path, column, value, message):
+    header = ["idx", "label", "predict", "sigma", "radius", "r_sigma", "r_c", "correct", "time"]
+    rows = [[str(i), "1", "1", "0.5", "0.3", "0.4", "0.3", "1", "0.01"] for i in range(4)]
+    rows[2][header.index(column)] = value
+    dual = tmp_path / "dual.tsv"
+    dual.write_text("\n".join("\t".join(row) for row in [header, *rows]) + "\n")
+    table = tmp_path / "tables" / "t.csv"
+    with pytest.raises(SystemExit) as error:
+        main(["report", "--dual", f"dual={dual}", "--radii", "0", "0.25", "--table", str(table)])
+    assert f"{dual} (the certificates of 'dual'): {message}" in str(error.value)
+    assert not table.parent.exists() or not any(table.parent.iterdir())
+
+
+def test_merge_refuses_shards_of_different_commands(tmp_path):
+    first, second, out = tmp_path / "a.tsv", tmp_path / "b.tsv", tmp_path / "merged.tsv"
+    first.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t0.3\t1\t0.01\n")
+    second.write_text("idx\tlabel\tpredict\tsigma\tradius\tr_sigma\tr_c\tcorrect\ttime\n1\t1\t1\t0.5\t0.3\t0.3\t0.4\t1\t0.01\n")
+    with pytest.raises(SystemExit) as error:
+        main(["merge", str(first), str(second), "--out", str(out)])
+    assert f"shard {second} has the columns idx, label, predict, sigma, radius" in str(error.value)
+    assert "the shards come from different commands" in str(error.value)
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ corrupt certificate files on resume
