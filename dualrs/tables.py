@@ -87,9 +87,13 @@ def write_table(path: Path | str, frame: pd.DataFrame) -> None:
 
 
 def read_table(path: Path | str) -> pd.DataFrame:
+    """The TSV at ``path``; a missing, empty or unparsable file is one error naming it."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"table not found: {path}")
-    return pd.read_csv(path, sep="\t")
+    try:
+        return pd.read_csv(path, sep="\t")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a tab-separated table with a header line: {error}") from None
 
 
 def lock_output(path: Path) -> FileLock:

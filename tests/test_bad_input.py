@@ -340,6 +340,7 @@ def test_an_estimator_given_as_router_is_refused(capsys, digits, tmp_path):
 TRAINING_INPUTS = 1257  # digits' training split (test_fraction 0.3)
 
 BAD_TABLES = [  # (TSV text, what the error says)
+    ("", "is not a tab-separated table with a header line: No columns to parse from file"),
     ("idx\tsig\n0\t0.5\n", "lacks the column sigma (its columns: idx, sig)"),
     ("idx\tsigma\n0\t0.5\n1\tabc\n", "column 'sigma' holds noise levels (finite numbers > 0), but line 3 holds 'abc'"),
     ("idx\tsigma\n0\t0.5\n1\t-0.5\n", "but line 3 holds -0.5"),
@@ -364,8 +365,8 @@ def test_a_bad_routes_table_is_refused_naming_file_column_and_line(digits, tmp_p
     routes = tmp_path / "routes.tsv"
     routes.write_text(text)
     out = tmp_path / "finetuned.safetensors"
-    assert_exits_naming(finetune(digits, checkpoint(tmp_path / "clf.safetensors"), routes, out),
-                        f"{routes} (the routes table)", message)
+    named = f"{routes} (the routes table)" if text else f"{routes} is not"
+    assert_exits_naming(finetune(digits, checkpoint(tmp_path / "clf.safetensors"), routes, out), named, message)
     assert not out.with_suffix(".json").exists()
 
 
