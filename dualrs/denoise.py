@@ -19,6 +19,7 @@ added by the smoothing procedure.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -36,6 +37,9 @@ from dualrs.validation import NonFiniteError
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 CONDITIONING_FILE = "conditioning.json"
+# timestep_scale: the network is handed t * timestep_scale; attention_heads: head counts per module;
+# flags: the original checkpoint's model flags, as a record (dualrs.convert).
+CONDITIONING_KEYS = ("timestep_scale", "attention_heads", "flags")
 
 
 def timestep_for_sigma(alphas_cumprod: torch.Tensor, sigma: float) -> int:
@@ -188,7 +192,11 @@ class DiffusionDenoiser(torch.nn.Module):
         unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(str(sched_dir), local_files_only=True)
         conditioning = read_conditioning(root)
-        set_attention_heads(unet, conditioning.get("attention_heads", {}))
+        try:
+            set_attention_heads(unet, conditioning.get("attention_heads", {}))
+        except AttributeError as error:
+            raise ValueError(f"{root / CONDITIONING_FILE}: attention_heads names a module the UNet lacks: "
+                             f"{error}") from None
         scale = float(conditioning.get("timestep_scale", 1.0))
         network = unet if scale == 1.0 else TimestepScaledUNet(unet, scale)
         kw.setdefault("prediction_type", scheduler.config.prediction_type)
@@ -196,9 +204,31 @@ class DiffusionDenoiser(torch.nn.Module):
 
 
 def read_conditioning(root: Path) -> dict[str, Any]:
-    """The ``conditioning.json`` of a denoiser directory, or ``{}`` when there is none."""
+    """The ``conditioning.json`` of a denoiser directory, or ``{}`` when there is none, checked: a JSON
+    object of :data:`CONDITIONING_KEYS` only (a misspelt ``timestep_scale`` would silently hand the
+    network unscaled timesteps), ``timestep_scale`` a positive number, ``attention_heads`` a mapping of
+    module names to positive head counts."""
     path = root / CONDITIONING_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        conditioning = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(conditioning, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(conditioning).__name__}")
+    if unknown := sorted(set(conditioning) - set(CONDITIONING_KEYS)):
+        raise ValueError(f"{path}: unknown key(s) {unknown}; a denoiser's conditioning has only "
+                         f"{', '.join(CONDITIONING_KEYS)}")
+    scale = conditioning.get("timestep_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"{path}: timestep_scale must be a positive number (the network is handed t times it), "
+                         f"got {scale!r}")
+    heads = conditioning.get("attention_heads", {})
+    if not isinstance(heads, dict) or not all(
+            isinstance(count, int) and not isinstance(count, bool) and count > 0 for count in heads.values()):
+        raise ValueError(f"{path}: attention_heads must map module names to positive head counts, got {heads!r}")
+    return conditioning
 
 
 def build_digits_unet(sample_size: int = 8, channels: int = 1) -> UNet2DModel:

@@ -587,3 +587,31 @@ def test_plain_tensor_checkpoints_still_load(tmp_path):
     for name in ("plain.pth", "wrapped.pth"):
         loaded = read_state_dict(tmp_path / name)
         assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+
+# ------------------------------------------------------------------ a denoiser's conditioning.json
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"timestep_scal": 0.25}', "unknown key(s) ['timestep_scal']; a denoiser's conditioning has only timestep_scale"),
+    ('{"timestep_scale": "0.25"}', "timestep_scale must be a positive number (the network is handed t times it), "
+                                   "got '0.25'"),
+    ('{"timestep_scale": 0}', "timestep_scale must be a positive number"),
+    ('{"timestep_scale": NaN}', "timestep_scale must be a positive number"),
+    ('{"attention_heads": {"mid_block.attentions.0": 0}}', "attention_heads must map module names to positive"),
+    ('{"attention_heads": {"no_such_block": 4}}', "attention_heads names a module the UNet lacks"),
+    ("[0.25]", "must hold a JSON object, not list"),
+    ("{0.25", "is not valid JSON"),
+])
+def test_a_bad_conditioning_file_is_refused_naming_it(tmp_path, content, message):
+    from diffusers import DDPMScheduler
+
+    from dualrs.denoise import DiffusionDenoiser, build_digits_unet, save_denoiser
+
+    folder = tmp_path / "denoiser"
+    save_denoiser(build_digits_unet(), DDPMScheduler(), folder, conditioning={"timestep_scale": 0.25})
+    DiffusionDenoiser.from_pretrained(folder, 0.5)  # the file as written loads
+    (folder / "conditioning.json").write_text(content)
+    with pytest.raises(ValueError) as error:
+        DiffusionDenoiser.from_pretrained(folder, 0.5)
+    assert str(folder / "conditioning.json") in str(error.value) and message in str(error.value)
