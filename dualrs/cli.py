@@ -556,6 +556,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    radii = getattr(args, "radii", None) or []
+    if repeated := sorted({r for r in radii if radii.count(r) > 1}):
+        parser.error(f"argument --radii: {', '.join(f'{r:g}' for r in repeated)} given more than once; "
+                     "each radius is given once")
     gpu_slot = None
     if args.command not in HOST_COMMANDS:
         import torch

@@ -615,3 +615,19 @@ def test_a_bad_conditioning_file_is_refused_naming_it(tmp_path, content, message
     with pytest.raises(ValueError) as error:
         DiffusionDenoiser.from_pretrained(folder, 0.5)
     assert str(folder / "conditioning.json") in str(error.value) and message in str(error.value)
+
+
+@pytest.mark.parametrize("command", ["report", "certify-dual"])
+def test_a_radius_given_twice_is_refused(capsys, tmp_path, command):
+    argv = {"report": ["report", "--method", f"m={tmp_path / 'm.tsv'}", "--table", str(tmp_path / "t.csv")],
+            "certify-dual": ["certify-dual", "--dataset", "digits", "--root", str(tmp_path), "--estimator",
+                             str(tmp_path / "e.safetensors"), "--classifier", f"0.5={tmp_path / 'c.safetensors'}",
+                             "--sigma-e", "0.5", "--n0", "8", "--n", "32", "--batch-size", "32", "--alpha", "0.01",
+                             "--beta", "0.01", "--adaptive", "--out", str(tmp_path / "d.tsv")]}[command]
+    for path in ("m.tsv", "e.safetensors", "c.safetensors"):
+        (tmp_path / path).write_text("")
+    with pytest.raises(SystemExit) as error:
+        main([*argv, "--radii", "0", "0.5", "0.5", "1"])
+    assert error.value.code == 2
+    assert "argument --radii: 0.5 given more than once; each radius is given once" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors", "e.safetensors", "m.tsv"]
