@@ -52,11 +52,13 @@ def inference_precision(precision: str, device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a checkpoint must fit: the dataset's registry name (for messages), its classes and input channels."""
+    """What a checkpoint must fit: the dataset's registry name (for messages), its classes, input channels
+    and, where known, the height and width of its inputs."""
 
     name: str
     num_classes: int
     in_chans: int
+    input_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ class Denoisers:
 def load_classifier(path: Path | str, device: torch.device, data: DataSpec) -> tuple[nn.Module, dict]:
     """A classifier checkpoint and its metadata, refused unless it gives ``data``'s classes from its inputs."""
     model, meta = load_checkpoint(path, device)
-    check_checkpoint(meta, path, data.num_classes, data.in_chans, f"a classifier of dataset {data.name!r}")
+    check_checkpoint(meta, path, data.num_classes, data.in_chans, f"a classifier of dataset {data.name!r}",
+                     data.input_size)
     return model, meta
 
 
@@ -139,7 +142,7 @@ def load_estimator(path: Path | str, sigmas: Sequence[float], device: torch.devi
         raise ValueError(f"estimator {path} was trained for sigmas {meta.get('sigmas')}, "
                          f"but classifiers are given for {list(sigmas)}")
     check_checkpoint(meta, path, len(sigmas), data.in_chans,
-                     f"an estimator over sigmas {list(sigmas)} on dataset {data.name!r}")
+                     f"an estimator over sigmas {list(sigmas)} on dataset {data.name!r}", data.input_size)
     return model
 
 
@@ -189,7 +192,8 @@ def load_router(
     if router_meta.get("experts") != names:
         raise ValueError(f"router {router} was trained for experts {router_meta.get('experts')}, "
                          f"but experts {names} are given")
-    check_checkpoint(router_meta, router, len(experts), data.in_chans, f"a router over experts {names}")
+    check_checkpoint(router_meta, router, len(experts), data.in_chans, f"a router over experts {names}",
+                     data.input_size)
     loaded, num_classes = load_classifier_files([e.classifier for e in experts], device, data)
     denoisers: dict[Path | None, Denoisers] = {}
 

@@ -20,7 +20,7 @@ from torch.utils.data import Subset, TensorDataset
 
 from dualrs import data as datasets
 from dualrs.assembly import (DataSpec, Denoisers, ExpertSpec, denoiser_precision, inference_precision, load_cascade,
-                             load_dual, load_router, load_smooth)
+                             load_classifier, load_dual, load_router, load_smooth)
 from dualrs.fingerprint import path_digest, sample_files_digest
 from dualrs.io import load_checkpoint, save_checkpoint
 from dualrs.labels import (adaptive_label, class_balance_weights, hard_labels, informative_rows, label_summary,
@@ -34,6 +34,7 @@ from dualrs.table_checks import ROUTES_COLUMNS, read_input_table
 from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTER_COLUMNS, file_digest,
                            resumable_table, write_table)
 from dualrs.train import Optim, route, train_classifier, train_classifier_at_routed_sigmas, train_estimator
+from dualrs.validation import check_checkpoint
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class DataRef:
     def spec(self) -> DataSpec:
         """What a checkpoint used on this dataset must fit (:mod:`dualrs.assembly`)."""
         info = self.info()
-        return DataSpec(self.name, info.num_classes, info.input_shape[0])
+        return DataSpec(self.name, info.num_classes, info.input_shape[0], tuple(info.input_shape[1:]))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -99,6 +100,7 @@ def train_classifier_model(
     history = train_classifier(model, data.split("train"), sigma, optim, seed, device, desc=f"classifier sigma={sigma}")
     check_finite_weights(model, f"the classifier trained for {out}")
     save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
+                                 "input_size": list(info.input_shape[1:]),
                                  "model_kwargs": dict(model_options), "role": "classifier", "sigma": sigma,
                                  "seed": seed, "optim": vars(optim), "loss": history})
 
@@ -335,6 +337,7 @@ def train_estimator_model(
                               radius=torch.as_tensor(w_r, dtype=torch.float32))
     check_finite_weights(estimator, f"the estimator trained for {out}")
     save_checkpoint(out, estimator, {"arch": s.arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
+                                     "input_size": list(info.input_shape[1:]),
                                      "model_kwargs": dict(s.model_options), "role": "estimator",
                                      "experts" if routes_experts else "sigmas": candidates,
                                      **({"expert_sigmas": sigmas} if routes_experts and sigmas is not None else {}),
@@ -363,7 +366,9 @@ def route_training_set(
     routes TSV (idx sigma)."""
     s, device = settings, resolve_device(device)
     model, meta = load_checkpoint(estimator, device)
-    sigmas = meta["sigmas"]
+    sigmas, spec = meta["sigmas"], data.spec()
+    check_checkpoint(meta, estimator, len(sigmas), spec.in_chans,
+                     f"an estimator over sigmas {sigmas} on dataset {spec.name!r}", spec.input_size)
     votes = route(Denoisers(denoiser, device, s.precision).wrap(model, s.sigma_e), data.split("train"), len(sigmas),
                   s.sigma_e, s.n, s.batch_size, s.seed)
     write_table(out, pd.DataFrame({"idx": np.arange(len(votes)), "sigma": np.asarray(sigmas)[votes]}))
@@ -384,7 +389,7 @@ def finetune_classifier(
         warnings.warn(f"no training input of {routes} is routed to sigma={sigma:g} (sigmas routed to: {routed}); "
                       "the classifier is saved unchanged")
     device = resolve_device(device)
-    model, meta = load_checkpoint(classifier, device)
+    model, meta = load_classifier(classifier, device, data.spec())
     denoisers = Denoisers(denoiser, device)
     if sigma is None:
         views = {float(s): denoisers.wrap(model, float(s)) for s in np.unique(table["sigma"])}
@@ -411,6 +416,7 @@ def fetch_pretrained(data: DataRef, arch: str, model_options: Mapping[str, Any],
     info = data.info()
     model = create_model(arch, info.num_classes, info.input_shape[0], weights=str(weights), **model_options)
     save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
+                                 "input_size": list(info.input_shape[1:]),
                                  "model_kwargs": {**model_options, **checkpoint_kwargs(model)},
                                  "role": "classifier", "source": str(weights)})
 

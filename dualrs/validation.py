@@ -170,9 +170,18 @@ def check_logits(logits: Any, batch: int, num_classes: int, what: str) -> None:
                          f"but returned shape {tuple(logits.shape)} for a batch of {batch}")
 
 
-def check_checkpoint(meta: Mapping[str, Any], path: Path | str, num_classes: int, in_chans: int, what: str) -> None:
+def check_checkpoint(
+    meta: Mapping[str, Any], path: Path | str, num_classes: int, in_chans: int, what: str,
+    input_size: tuple[int, int] | None = None,
+) -> None:
     """A checkpoint's metadata must match the classes and input channels of its use, named by ``what``
-    (e.g. "a classifier of dataset 'digits'")."""
+    (e.g. "a classifier of dataset 'digits'"), and, where both are known, the height and width of the
+    inputs it was trained on (``input_size`` in the metadata of checkpoints that dualrs trains or fetches)."""
     if (meta["num_classes"], meta["in_chans"]) != (num_classes, in_chans):
         raise ValueError(f"checkpoint {path} is for {meta['num_classes']} classes from {meta['in_chans']}-channel "
                          f"inputs, but {what} needs {num_classes} classes from {in_chans}-channel inputs")
+    trained = meta.get("input_size")
+    if trained is not None and input_size is not None and tuple(trained) != tuple(input_size):
+        raise ValueError(f"checkpoint {path} was made for {trained[0]}x{trained[1]} inputs, but {what} receives "
+                         f"{input_size[0]}x{input_size[1]} inputs: give the data options it was made with "
+                         "(e.g. resolution), or train it at this size")

@@ -22,7 +22,7 @@ from dualrs.tasks import DataRef
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 CPU = torch.device("cpu")
-DIGITS = DataSpec("digits", num_classes=10, in_chans=1)
+DIGITS = DataSpec("digits", num_classes=10, in_chans=1, input_size=(8, 8))
 X = torch.rand(1, 8, 8)
 
 

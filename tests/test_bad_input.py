@@ -292,6 +292,35 @@ def test_classifier_for_other_input_channels_is_refused(digits, tmp_path):
     assert_exits_naming(certify_global(digits, path, tmp_path / "c.tsv"), "is for 10 classes from 3-channel inputs")
 
 
+def test_a_checkpoint_made_for_another_input_size_is_refused_by_every_command_that_loads_it(capsys, digits, tmp_path):
+    classifier = checkpoint(tmp_path / "clf8.safetensors", input_size=[8, 8])
+    estimator = checkpoint(tmp_path / "est8.safetensors", num_classes=2, input_size=[8, 8], sigmas=[0.25, 0.5])
+    routes = tmp_path / "routes.tsv"
+    routes.write_text("idx\tsigma\n0\t0.5\n")
+    sixteen = ["--data-options", '{"resolution": 16}']
+    made = "was made for 8x8 inputs, but {} receives 16x16 inputs: give the data options it was made with"
+    assert_exits_naming(certify_global(digits, classifier, tmp_path / "c.tsv") + sixteen,
+                        f"checkpoint {classifier} " + made.format("a classifier of dataset 'digits'"))
+    assert_exits_naming(certify_dual(digits, estimator, classifier, tmp_path / "d.tsv") + sixteen,
+                        f"checkpoint {estimator} " + made.format("an estimator over sigmas [0.25, 0.5] on dataset 'digits'"))
+    assert_exits_naming(finetune(digits, classifier, routes, tmp_path / "f.safetensors") + sixteen,
+                        f"checkpoint {classifier} " + made.format("a classifier of dataset 'digits'"))
+    assert_exits_naming(["route", "--dataset", "digits", "--root", str(digits), "--estimator", str(estimator),
+                         "--sigma-e", "0.5", "--n", "4", "--batch-size", "8", "--device", "cpu",
+                         "--out", str(tmp_path / "r.tsv"), *sixteen],
+                        f"checkpoint {estimator} " + made.format("an estimator over sigmas [0.25, 0.5] on dataset 'digits'"))
+    main(certify_global(digits, classifier, tmp_path / "c.tsv"))  # at its own size it certifies
+
+
+def test_finetuning_a_checkpoint_for_other_classes_is_refused(digits, tmp_path):
+    routes = tmp_path / "routes.tsv"
+    routes.write_text("idx\tsigma\n0\t0.5\n")
+    classifier = checkpoint(tmp_path / "three.safetensors", num_classes=3)
+    assert_exits_naming(finetune(digits, classifier, routes, tmp_path / "f.safetensors"),
+                        f"checkpoint {classifier} is for 3 classes from 1-channel inputs, but a classifier of dataset "
+                        "'digits' needs 10 classes")
+
+
 def test_weights_of_another_architecture_are_refused(digits, tmp_path):
     path = checkpoint(tmp_path / "narrow.safetensors")
     meta = json.loads(path.with_suffix(".json").read_text())
