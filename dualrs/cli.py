@@ -45,6 +45,23 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+MAX_SEED = 2**32 - 1  # NumPy's seeds, as the config's `seed`
+
+
+def seed_value(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^32 - 1], got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -171,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, *, data: bool = True, sampling: bool = False, optim: bool = False,
                 denoiser: bool = False) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--seed", type=int, default=0, help="random seed")
+        sub.add_argument("--seed", type=seed_value, default=0, help="random seed, in [0, 2^32 - 1]")
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         sub.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
         if data:
@@ -197,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                              type=setting("batch_size"), required=True, help="training batch size")
             sub.add_argument("--lr", type=positive_float, required=True, help="initial learning rate")
             sub.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="weight decay")
-            sub.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+            sub.add_argument("--num-workers", type=nonnegative_int, default=0, help="DataLoader worker processes")
             sub.add_argument("--optimizer", choices=("adam", "adamw"), default="adam",
                              help="adamw: decoupled weight decay")
             sub.add_argument("--milestones", type=positive_int, nargs="*", default=[],

@@ -660,3 +660,19 @@ def test_a_radius_given_twice_is_refused(capsys, tmp_path, command):
     assert error.value.code == 2
     assert "argument --radii: 0.5 given more than once; each radius is given once" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors", "e.safetensors", "m.tsv"]
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--seed", "-1", "argument --seed: must be an integer in [0, 2^32 - 1], got '-1'"),
+    ("--seed", str(2**32), f"argument --seed: must be an integer in [0, 2^32 - 1], got '{2**32}'"),
+])
+def test_a_seed_numpy_cannot_take_is_refused_as_the_config_refuses_it(capsys, digits, tmp_path, flag, value, message):
+    assert_usage_error_naming(capsys, certify_global(digits, checkpoint(tmp_path / "c.safetensors"), tmp_path / "c.tsv")
+                              + [flag, value], message)
+
+
+def test_negative_data_loader_workers_are_refused(capsys, digits, tmp_path):
+    assert_usage_error_naming(capsys, ["train-classifier", "--dataset", "digits", "--root", str(digits), "--arch",
+                                       "digits_cnn", "--sigma", "0.5", "--epochs", "1", "--batch-size", "64", "--lr",
+                                       "0.01", "--num-workers", "-1", "--out", str(tmp_path / "c.safetensors")],
+                              "argument --num-workers: must be an integer >= 0, got '-1'")
