@@ -7,7 +7,6 @@ interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
@@ -16,21 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from dualrs.fingerprint import module_digest
 from dualrs.settings import Sampling
 from dualrs.smoothing import Smooth, device_of, evaluation
 from dualrs.tables import GLOBAL_COLUMNS, read_table
 from dualrs.tasks import certify_split, resolve_device, smoothed_row
 from dualrs.validation import check_count, check_input, check_settings
-
-
-def module_digest(model: nn.Module) -> str:
-    """SHA-256 of a module's state (names, dtypes, shapes and bytes): identifies it in resume settings."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def certify_dataset(

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from dualrs.progress import progress as progress_bar
-from dualrs.tables import give_default_modes
+from dualrs.tables import give_default_modes, read_json_object
 from dualrs.validation import NonFiniteError
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -211,12 +211,7 @@ def read_conditioning(root: Path) -> dict[str, Any]:
     path = root / CONDITIONING_FILE
     if not path.is_file():
         return {}
-    try:
-        conditioning = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(conditioning, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(conditioning).__name__}")
+    conditioning = read_json_object(path, str(path))
     if unknown := sorted(set(conditioning) - set(CONDITIONING_KEYS)):
         raise ValueError(f"{path}: unknown key(s) {unknown}; a denoiser's conditioning has only "
                          f"{', '.join(CONDITIONING_KEYS)}")

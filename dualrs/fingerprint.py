@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
+from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from dualrs.tables import file_digest
@@ -61,3 +63,13 @@ def sample_files_digest(dataset: Dataset) -> str | None:
         return None
     chosen = samples if indices is None else [samples[i] for i in indices]
     return stat_digest(path for path, _ in chosen)
+
+
+def module_digest(model: nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and bytes): identifies it in resume settings."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,7 +1,6 @@
 """Checkpoints: safetensors weights + JSON metadata, written atomically; no pickle is ever loaded."""
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import torch
 from torch import nn
 
 from dualrs.models import check_finite_weights, create_model, to_device
-from dualrs.tables import atomic_file, write_json
+from dualrs.tables import atomic_file, read_json_object, write_json
 
 _BUILD_ONLY_KWARGS = ("weights", "pretrained")
 SUFFIX = ".safetensors"
@@ -61,12 +60,7 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tup
 
 def read_metadata(meta_file: Path) -> dict:
     """A checkpoint's JSON metadata; it must name arch, num_classes and in_chans."""
-    try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"checkpoint metadata {meta_file} is not valid JSON: {error}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"checkpoint metadata {meta_file} must be a JSON object")
+    meta = read_json_object(meta_file, f"checkpoint metadata {meta_file}")
     missing = {"arch", "num_classes", "in_chans"} - set(meta)
     if missing:
         raise ValueError(f"checkpoint metadata {meta_file} lacks {sorted(missing)}")

@@ -75,6 +75,18 @@ def file_digest(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; text that is not JSON, or JSON that is not an object, is one error
+    naming ``what`` the file is."""
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} is not valid JSON: {error}") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{what} must hold a JSON object, not {type(content).__name__}")
+    return content
+
+
 def write_json(path: Path | str, content: Mapping[str, Any]) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")

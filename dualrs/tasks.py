@@ -34,6 +34,7 @@ from dualrs.table_checks import ROUTES_COLUMNS, read_input_table
 from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTER_COLUMNS, file_digest,
                            resumable_table, write_table)
 from dualrs.train import Optim, route, train_classifier, train_classifier_at_routed_sigmas, train_estimator
+from dualrs.training_state import state_file_for
 from dualrs.validation import check_checkpoint
 
 
@@ -97,12 +98,14 @@ def train_classifier_model(
     info, device = data.info(), resolve_device(device)
     torch.manual_seed(seed)
     model = create_model(arch, info.num_classes, info.input_shape[0], **model_options)
-    history = train_classifier(model, data.split("train"), sigma, optim, seed, device, desc=f"classifier sigma={sigma}")
+    history = train_classifier(model, data.split("train"), sigma, optim, seed, device,
+                               desc=f"classifier sigma={sigma}", state_file=state_file_for(out))
     check_finite_weights(model, f"the classifier trained for {out}")
     save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
                                  "input_size": list(info.input_shape[1:]),
                                  "model_kwargs": dict(model_options), "role": "classifier", "sigma": sigma,
                                  "seed": seed, "optim": vars(optim), "loss": history})
+    state_file_for(out).unlink(missing_ok=True)
 
 
 def certify_smoothed(
@@ -334,7 +337,7 @@ def train_estimator_model(
     model = Denoisers(denoiser, device).wrap(estimator, s.sigma_e)
     history = train_estimator(model, x, targets, balance, s.sigma_e, s.optim, s.seed, lam=s.lam, eta=s.eta,
                               copies=s.copies, class_weight=s.class_weight, device=device,
-                              radius=torch.as_tensor(w_r, dtype=torch.float32))
+                              radius=torch.as_tensor(w_r, dtype=torch.float32), state_file=state_file_for(out))
     check_finite_weights(estimator, f"the estimator trained for {out}")
     save_checkpoint(out, estimator, {"arch": s.arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
                                      "input_size": list(info.input_shape[1:]),
@@ -348,6 +351,7 @@ def train_estimator_model(
                                      "train_fraction": s.train_fraction, "train_samples": len(idx),
                                      "dropped_uncertified": dropped, "seed": s.seed,
                                      "optim": vars(s.optim), "loss": history})
+    state_file_for(out).unlink(missing_ok=True)
 
 
 def _candidate_sigmas(experts: Sequence[str], expert_sigmas: Mapping[str, float] | None) -> list[float] | None:
@@ -395,19 +399,21 @@ def finetune_classifier(
         views = {float(s): denoisers.wrap(model, float(s)) for s in np.unique(table["sigma"])}
         subset = Subset(train, table["idx"].astype(int).tolist())
         history = train_classifier_at_routed_sigmas(views, subset, table["sigma"].tolist(), optim, seed, device,
-                                                    desc="finetune at routed sigmas")
+                                                    desc="finetune at routed sigmas", state_file=state_file_for(out))
         samples = {f"{s:g}": int(np.isclose(table["sigma"], s).sum()) for s in views}
     else:
         chosen = table.loc[np.isclose(table["sigma"], sigma), "idx"].astype(int).tolist()
         history = []
         if chosen:
             history = train_classifier(denoisers.wrap(model, sigma), Subset(train, chosen), sigma,
-                                       optim, seed, device, desc=f"finetune sigma={sigma}")
+                                       optim, seed, device, desc=f"finetune sigma={sigma}",
+                                       state_file=state_file_for(out))
         samples = {f"{sigma:g}": len(chosen)}
     check_finite_weights(model, f"the classifier finetuned for {out}")
     save_checkpoint(out, model, {**meta, "sigma": sigma, "finetuned_from": str(classifier),
                                  "finetune_samples": samples, "finetune_optim": vars(optim),
                                  "finetune_loss": history})
+    state_file_for(out).unlink(missing_ok=True)
 
 
 def fetch_pretrained(data: DataRef, arch: str, model_options: Mapping[str, Any], weights: Path, out: Path) -> None:

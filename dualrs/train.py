@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -25,6 +26,7 @@ from dualrs.models import enable_grad_checkpointing
 from dualrs.progress import progress
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth, device_of
+from dualrs.training_state import TrainingState
 from dualrs.validation import NonFiniteError
 
 
@@ -84,20 +86,21 @@ TRAIN_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 def train_classifier(
     model: nn.Module, data: Dataset, sigma: float, optim: Optim, seed: int,
-    device: torch.device | str = "cpu", desc: str = "classifier",
+    device: torch.device | str = "cpu", desc: str = "classifier", state_file: Path | None = None,
 ) -> list[float]:
-    """Minimise CE(f(x + δ), y), δ ~ N(0, σ²I); returns the mean loss of each epoch."""
+    """Minimise CE(f(x + δ), y), δ ~ N(0, σ²I); returns the mean loss of each epoch (resumable from
+    ``state_file``, as every loop here)."""
     torch.manual_seed(seed)
 
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x + sigma * torch.randn_like(x)), y)
 
-    return _fit(model, data, loss_fn, optim, seed, device, desc)
+    return _fit(model, data, loss_fn, optim, seed, device, desc, state_file)
 
 
 def train_classifier_at_routed_sigmas(
     views: Mapping[float, nn.Module], data: Dataset, sigmas: Sequence[float], optim: Optim, seed: int,
-    device: torch.device | str = "cpu", desc: str = "classifier",
+    device: torch.device | str = "cpu", desc: str = "classifier", state_file: Path | None = None,
 ) -> list[float]:
     """One classifier finetuned with each input at the σ routed to it (Sun et al. 2025, Sec. 5.2):
     minimise mean_i CE(f_σᵢ(x_i + δ_i), y_i), δ_i ~ N(0, σᵢ²I), where ``views[σ]`` is the shared
@@ -114,7 +117,8 @@ def train_classifier_at_routed_sigmas(
             total = total + F.cross_entropy(logits, y[chosen], reduction="sum")
         return total / len(y)
 
-    return _fit(nn.ModuleList(views.values()), _WithLevel(data, level_of), loss_fn, optim, seed, device, desc)
+    return _fit(nn.ModuleList(views.values()), _WithLevel(data, level_of), loss_fn, optim, seed, device, desc,
+                state_file)
 
 
 class _WithLevel(Dataset):
@@ -161,7 +165,7 @@ def estimator_loss(
 def train_estimator(
     model: nn.Module, x: torch.Tensor, targets: torch.Tensor, balance: torch.Tensor,
     sigma_e: float, optim: Optim, seed: int, *, lam: float, eta: float, copies: int, class_weight: ClassWeight,
-    device: torch.device | str = "cpu", radius: torch.Tensor | None = None,
+    device: torch.device | str = "cpu", radius: torch.Tensor | None = None, state_file: Path | None = None,
 ) -> list[float]:
     """Minimise :func:`estimator_loss` towards ``targets`` (N×K) on m = ``copies`` views x + δ, δ ~ N(0, σ_e²I),
     with per-sample class-balance weights w_e = ``balance`` on the terms ``class_weight`` names and radius
@@ -177,7 +181,8 @@ def train_estimator(
         logits = model(noisy.flatten(0, 1)).view(copies, len(inputs), -1)
         return estimator_loss(logits, target, w_e, w_r, lam, eta, class_weight)
 
-    return _fit(model, TensorDataset(x, targets, balance, radius), loss_fn, optim, seed, device, "estimator")
+    return _fit(model, TensorDataset(x, targets, balance, radius), loss_fn, optim, seed, device, "estimator",
+                state_file)
 
 
 def route(
@@ -194,17 +199,24 @@ def route(
     return np.asarray(votes)
 
 
-def _fit(model, data, loss_fn, optim: Optim, seed: int, device, desc: str) -> list[float]:
+def _fit(
+    model, data, loss_fn, optim: Optim, seed: int, device, desc: str, state_file: Path | None = None,
+) -> list[float]:
+    """Train ``model`` for ``optim.epochs`` epochs of ``loss_fn`` over shuffled batches of ``data``; with
+    ``state_file``, resume from the state an interrupted run saved there (:mod:`dualrs.training_state`)."""
     model.to(device).train()
     if optim.grad_checkpointing:
         enable_grad_checkpointing(model)
     device_type = torch.device(device).type
     autocast = TRAIN_PRECISIONS[optim.precision] if device_type == "cuda" else None
+    loader_generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(data, batch_size=optim.batch_size, shuffle=True, num_workers=optim.num_workers,
-                        generator=torch.Generator().manual_seed(seed), drop_last=len(data) > optim.batch_size)
+                        generator=loader_generator, drop_last=len(data) > optim.batch_size)
     optimizer, scheduler = optim.build([p for p in model.parameters() if p.requires_grad], len(loader))
-    history = []
-    with progress(range(optim.epochs), desc) as epochs:
+    state = None if state_file is None else TrainingState(
+        state_file, {"loop": desc, "optim": vars(optim), "seed": seed, "items": len(data)}, model)
+    history = [] if state is None else state.restore(model, optimizer, scheduler, loader_generator, len(loader))
+    with progress(range(len(history), optim.epochs), desc, total=optim.epochs, initial=len(history)) as epochs:
         for _ in epochs:
             total, seen = 0.0, 0
             for batch in loader:
@@ -225,5 +237,7 @@ def _fit(model, data, loss_fn, optim: Optim, seed: int, device, desc: str) -> li
                 seen += size
             history.append(total / seen)
             epochs.set_postfix(loss=f"{history[-1]:.4f}")
+            if state is not None:
+                state.save(model, optimizer, loader_generator, history)
     model.eval()
     return history

@@ -10,7 +10,7 @@ LAYERS = {
     0: {"__init__", "validation", "tables", "table_checks", "seeding", "host_memory", "progress", "runlog", "gpu_slots", "published",
         "config_checks", "plugins", "timm_names"},  # foundations: no dualrs import but another foundation
     1: {"smoothing", "sequential", "routed", "dual", "router", "cascade", "assembly", "models", "denoise", "data",
-        "fingerprint", "io", "labels", "train", "report", "convert", "memory", "compute"},  # the method
+        "fingerprint", "io", "labels", "train", "training_state", "report", "convert", "memory", "compute"},  # the method
     2: {"settings", "tasks", "certify", "plan"},  # jobs: a command's inputs → library → outputs; the workflow's plan
     3: {"cli", "__main__", "launch", "jobserver"},  # entry points
 }
