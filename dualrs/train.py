@@ -238,6 +238,6 @@ def _fit(
             history.append(total / seen)
             epochs.set_postfix(loss=f"{history[-1]:.4f}")
             if state is not None:
-                state.save(model, optimizer, loader_generator, history)
+                state.save_if_due(model, optimizer, loader_generator, history)
     model.eval()
     return history

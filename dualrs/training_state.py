@@ -1,6 +1,8 @@
 """Training that resumes where it was interrupted, with the result of an uninterrupted run.
 
-After each epoch a training loop saves its state to ``<checkpoint>.partial.pt``: the trainable
+At the end of an epoch, once :data:`SAVE_INTERVAL_S` seconds have passed since the loop started or
+last saved (every epoch when epochs are longer), a training loop saves its state to
+``<checkpoint>.partial.pt``: the trainable
 weights and buffers, the optimizer's state, the random generators (torch's global ones, which draw
 the training noise, and the data loader's shuffling generator) and the loss of every epoch so far.
 A rerun with the same settings restores it and goes on from the next epoch; the learning-rate
@@ -13,6 +15,7 @@ never runs pickled code; the job deletes it once the checkpoint is saved.
 from __future__ import annotations
 
 import pickle
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +26,10 @@ from torch import nn
 
 from dualrs.fingerprint import module_digest
 from dualrs.tables import atomic_file
+
+#: Seconds of training an interruption may lose at most (plus the epoch under way); saving the state
+#: after every epoch of a small model would cost more than its training.
+SAVE_INTERVAL_S = 60.0
 
 
 def state_file_for(checkpoint: Path | str) -> Path:
@@ -39,6 +46,7 @@ class TrainingState:
         self.path = Path(path)
         self.settings = {**settings, "initial_weights": module_digest(model)}
         self.frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        self.saved_at = time.monotonic()
 
     def restore(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loader_generator: torch.Generator,
@@ -72,11 +80,14 @@ class TrainingState:
             torch.cuda.set_rng_state_all(saved["rng_cuda"])
         return history
 
-    def save(
+    def save_if_due(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, loader_generator: torch.Generator,
         history: list[float],
     ) -> None:
-        """Record the state after ``len(history)`` finished epochs, replacing the previous one whole."""
+        """Record the state after ``len(history)`` finished epochs, replacing the previous one whole, if
+        :data:`SAVE_INTERVAL_S` seconds have passed since the last save (or the start)."""
+        if time.monotonic() - self.saved_at < SAVE_INTERVAL_S:
+            return
         state = {
             "settings": self.settings,
             "history": list(history),
@@ -88,6 +99,7 @@ class TrainingState:
         }
         with atomic_file(self.path) as tmp:
             torch.save(state, tmp)
+        self.saved_at = time.monotonic()
 
     def discard(self) -> None:
         """Delete the state file (the training it resumes is saved as a checkpoint)."""

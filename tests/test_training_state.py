@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 
 from dualrs.cli import main
 from dualrs.data import prepare_dataset
+from dualrs import training_state
 from dualrs.io import load_checkpoint
 from dualrs.models import create_model
 from dualrs.train import Optim, train_classifier, train_classifier_at_routed_sigmas, train_estimator
@@ -52,8 +53,10 @@ def run(loop: str, optim: Optim, state_file: Path | None) -> tuple[torch.nn.Modu
 
 
 def interrupt_after(monkeypatch: pytest.MonkeyPatch, epochs: int) -> list[int]:
-    """Make TrainingState.save raise Interrupted once it has saved ``epochs`` epochs; returns the epochs saved."""
-    saved, save = [], TrainingState.save
+    """Save the state after every epoch and raise Interrupted once ``epochs`` epochs are saved; returns the
+    epochs saved."""
+    saved, save = [], TrainingState.save_if_due
+    monkeypatch.setattr(training_state, "SAVE_INTERVAL_S", 0.0)
 
     def save_then_stop(self, model, optimizer, loader_generator, history):
         save(self, model, optimizer, loader_generator, history)
@@ -61,7 +64,7 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, epochs: int) -> list[int]:
         if len(history) == epochs:
             raise Interrupted
 
-    monkeypatch.setattr(TrainingState, "save", save_then_stop)
+    monkeypatch.setattr(TrainingState, "save_if_due", save_then_stop)
     return saved
 
 
@@ -133,3 +136,15 @@ def test_the_train_classifier_job_resumes_and_deletes_the_state_with_its_checkpo
     assert not state_file_for(out).exists()
     (alone, alone_meta), (resumed, resumed_meta) = (load_checkpoint(p) for p in (tmp_path / "alone.safetensors", out))
     assert same_weights(alone, resumed) and alone_meta["loss"] == resumed_meta["loss"]
+
+
+def test_the_state_is_saved_once_the_interval_has_passed(tmp_path, monkeypatch):
+    state_file = tmp_path / "model.safetensors.partial.pt"
+    run("classifier", OPTIM, state_file)  # four short epochs: none reaches the interval
+    assert not state_file.exists()
+    clock = iter(range(0, 1000, 40))  # each reading of the clock 40 s after the last
+    monkeypatch.setattr(training_state.time, "monotonic", lambda: float(next(clock)))
+    saves = []
+    monkeypatch.setattr(training_state.torch, "save", lambda state, path: saves.append(state["history"]))
+    run("classifier", OPTIM, state_file)
+    assert [len(h) for h in saves] == [2, 4]  # 80 s after the start, then 80 s after that save
