@@ -24,7 +24,7 @@ from matplotlib.colors import to_hex
 from scipy.stats import binomtest
 
 from dualrs.published import published_claims, published_table
-from dualrs.table_checks import CERTIFICATE_COLUMNS, CERTIFICATE_OPTIONAL, read_input_table
+from dualrs.table_checks import CERTIFICATE_KINDS, CERTIFICATE_OPTIONAL_KINDS, read_input_table
 from dualrs.tables import atomic_file
 
 ORACLE = "oracle over global σ (not a certificate)"
@@ -496,7 +496,7 @@ def load_methods(paths: Mapping[str, Path | str]) -> dict[str, pd.DataFrame]:
 
 
 def read_certificates(path: Path | str, name: str) -> pd.DataFrame:
-    return read_input_table(path, f"the certificates of {name!r}", CERTIFICATE_COLUMNS, CERTIFICATE_OPTIONAL)
+    return read_input_table(path, f"the certificates of {name!r}", CERTIFICATE_KINDS, CERTIFICATE_OPTIONAL_KINDS)
 
 
 def report_experiment(

@@ -41,11 +41,11 @@ COLUMN_KINDS: dict[str, tuple[str, Callable[[pd.Series], pd.Series]]] = {
                        lambda v: v.isna() | _finite(lambda w: w > 0)(v.fillna(1.0))),
 }
 
-CERTIFICATE_COLUMNS = {"idx": "idx", "radius": "radius", "correct": "correct"}
-CERTIFICATE_OPTIONAL = {"label": "label", "predict": "predict", "sigma": "sigma_or_empty", "r_sigma": "radius",
+CERTIFICATE_KINDS = {"idx": "idx", "radius": "radius", "correct": "correct"}
+CERTIFICATE_OPTIONAL_KINDS = {"label": "label", "predict": "predict", "sigma": "sigma_or_empty", "r_sigma": "radius",
                         "r_c": "radius", "time": "seconds"}
-LABEL_TABLE_COLUMNS = {"idx": "idx", "radius": "radius", "correct": "correct"}
-ROUTES_COLUMNS = {"idx": "idx", "sigma": "sigma"}
+LABEL_TABLE_KINDS = {"idx": "idx", "radius": "radius", "correct": "correct"}
+ROUTES_KINDS = {"idx": "idx", "sigma": "sigma"}
 
 
 def read_input_table(

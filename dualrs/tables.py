@@ -28,6 +28,7 @@ DUAL_COLUMNS = ["idx", "label", "predict", "sigma", "radius", "r_sigma", "r_c", 
 CASCADE_COLUMNS = ["idx", "label", "predict", "sigma", "radius", "stage", "correct", "time"]
 ROUTER_COLUMNS = ["idx", "label", "predict", "expert", "sigma", "radius", "r_sigma", "r_c", "correct", "time"]
 LABEL_COLUMNS = ["idx", "label", "predict", "count", "pA_lower", "radius", "correct"]
+ROUTE_COLUMNS = ["idx", "sigma"]
 
 
 class OutputError(RuntimeError):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Subset, TensorDataset
 
@@ -30,10 +29,11 @@ from dualrs.progress import progress
 from dualrs.seeding import sample_generator
 from dualrs.settings import (CascadeSettings, DualSettings, EstimatorSettings, FinetuneSettings, RouterSettings,
                              RouteSettings, Sampling, SmoothedSettings)
-from dualrs.table_checks import ROUTES_COLUMNS, read_input_table
-from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTER_COLUMNS, file_digest,
-                           resumable_table, write_table)
-from dualrs.train import Optim, route, train_classifier, train_classifier_at_routed_sigmas, train_estimator
+from dualrs.smoothing import Smooth
+from dualrs.table_checks import ROUTES_KINDS, read_input_table
+from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_COLUMNS, ROUTE_COLUMNS, ROUTER_COLUMNS,
+                           file_digest, resumable_table)
+from dualrs.train import Optim, train_classifier, train_classifier_at_routed_sigmas, train_estimator
 from dualrs.training_state import state_file_for
 from dualrs.validation import check_checkpoint
 
@@ -366,16 +366,26 @@ def _candidate_sigmas(experts: Sequence[str], expert_sigmas: Mapping[str, float]
 def route_training_set(
     data: DataRef, estimator: Path, denoiser: Path | None, out: Path, settings: RouteSettings, device: str,
 ) -> None:
-    """σ̂ of every training input by the estimator's (in ``settings.precision``) majority vote under noise σ_e:
-    routes TSV (idx sigma)."""
+    """σ̂ of every training input by the estimator's (in ``settings.precision``) majority vote of n draws under
+    noise σ_e (Sun et al. 2025, Sec. 5.2), noise seeded per input: routes TSV (idx sigma), resumable as the
+    certificate tables are (:func:`~dualrs.tables.resumable_table`)."""
     s, device = settings, resolve_device(device)
     model, meta = load_checkpoint(estimator, device)
     sigmas, spec = meta["sigmas"], data.spec()
     check_checkpoint(meta, estimator, len(sigmas), spec.in_chans,
                      f"an estimator over sigmas {sigmas} on dataset {spec.name!r}", spec.input_size)
-    votes = route(Denoisers(denoiser, device, s.precision).wrap(model, s.sigma_e), data.split("train"), len(sigmas),
-                  s.sigma_e, s.n, s.batch_size, s.seed)
-    write_table(out, pd.DataFrame({"idx": np.arange(len(votes)), "sigma": np.asarray(sigmas)[votes]}))
+    smooth = Smooth(Denoisers(denoiser, device, s.precision).wrap(model, s.sigma_e), len(sigmas), s.sigma_e,
+                    name="the variance estimator")
+    train = data.split("train")
+    recorded = {"stage": "route", "sigma_e": s.sigma_e, "n": s.n, "seed": s.seed, "data": data_settings(data, train),
+                "estimator": file_digest(estimator), "denoiser": optional_digest(denoiser),
+                "precision": inference_precision(s.precision, device),
+                "denoiser_precision": denoiser_precision(s.precision, device)}
+    with resumable_table(out, ROUTE_COLUMNS, recorded, dict.fromkeys(range(len(train)))) as table:
+        todo = [i for i in range(len(train)) if i not in table.done]
+        for i in progress(todo, f"route {out.name}", len(train), initial=len(train) - len(todo)):
+            counts = smooth.sample_counts(train[i][0], s.n, s.batch_size, sample_generator(s.seed, "route", i, device))
+            table.append({"idx": i, "sigma": sigmas[int(counts.argmax())]})
 
 
 def finetune_classifier(
@@ -387,7 +397,7 @@ def finetune_classifier(
     training input at its routed σ (through that σ's denoiser, for denoised smoothing)."""
     sigma, optim, seed = settings.sigma, settings.optim, settings.seed
     train = data.split("train")
-    table = read_input_table(routes, "the routes table", ROUTES_COLUMNS, num_items=len(train), split="training split")
+    table = read_input_table(routes, "the routes table", ROUTES_KINDS, num_items=len(train), split="training split")
     if sigma is not None and not np.isclose(table["sigma"], sigma).any():
         routed = ", ".join(f"{s:g}" for s in np.unique(table["sigma"])) or "none"
         warnings.warn(f"no training input of {routes} is routed to sigma={sigma:g} (sigmas routed to: {routed}); "

@@ -4,10 +4,10 @@
 - Variance estimator (Sun et al. 2025, Sec. 5.1): mean_i w_e(i)·(softCE(i) + w_r(i)·L_con(i)) under
   noise σ_e, with the consistency regularization of Jeong & Shin (2020, eq. 6): for m noisy copies
   with predictions p_j and mean p̄, L_con = λ·(1/m)Σ_j KL(p̄ ‖ p_j) + η·H(p̄).
-- Routing for finetuning (Sun et al. 2025, Sec. 5.2): the estimator's majority vote under σ_e
-  picks σ̂ for each training input; the classifier for σ is then trained further on the inputs
-  routed to σ with :func:`train_classifier`, or one shared (denoised) classifier on every input
-  at its σ̂ with :func:`train_classifier_at_routed_sigmas`.
+- Finetuning (Sun et al. 2025, Sec. 5.2): the estimator's majority vote under σ_e
+  (:func:`dualrs.tasks.route_training_set`) picks σ̂ for each training input; the classifier for σ is
+  then trained further on the inputs routed to σ with :func:`train_classifier`, or one shared
+  (denoised) classifier on every input at its σ̂ with :func:`train_classifier_at_routed_sigmas`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,8 +23,6 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from dualrs.models import enable_grad_checkpointing
 from dualrs.progress import progress
-from dualrs.seeding import sample_generator
-from dualrs.smoothing import Smooth, device_of
 from dualrs.training_state import TrainingState
 from dualrs.validation import NonFiniteError
 
@@ -183,20 +180,6 @@ def train_estimator(
 
     return _fit(model, TensorDataset(x, targets, balance, radius), loss_fn, optim, seed, device, "estimator",
                 state_file)
-
-
-def route(
-    estimator: nn.Module, data: Dataset, num_sigmas: int, sigma_e: float, n: int,
-    batch_size: int, seed: int,
-) -> np.ndarray:
-    """σ̂ index per sample: the majority vote of the estimator under n draws of N(0, σ_e²I)."""
-    smooth = Smooth(estimator, num_sigmas, sigma_e)
-    device = device_of(estimator)
-    votes = []
-    for i in progress(range(len(data)), "route"):
-        counts = smooth.sample_counts(data[i][0], n, batch_size, sample_generator(seed, "route", i, device))
-        votes.append(int(counts.argmax()))
-    return np.asarray(votes)
 
 
 def _fit(

@@ -373,3 +373,36 @@ def test_rows_that_are_not_of_this_shard_are_refused(setup, tmp_path, monkeypatc
     assert f"c.tsv.partial:3: corrupt row {lines[2]!r}: " in str(error.value)
     assert problem in str(error.value) and "delete the file to restart" in str(error.value)
     assert partial.read_bytes() == before and not out.exists()
+
+
+def test_an_interrupted_routing_resumes_to_the_uninterrupted_routes(tmp_path, monkeypatch):
+    from dualrs.smoothing import Smooth
+
+    root = tmp_path / "data"
+    prepare_dataset("digits", root, seed=0)
+    torch.manual_seed(0)
+    estimator = tmp_path / "estimator.safetensors"
+    save_checkpoint(estimator, create_model("digits_cnn", 2, 1),
+                    {"arch": "digits_cnn", "num_classes": 2, "in_chans": 1, "sigmas": [0.25, 0.5], "role": "estimator"})
+    command = ["route", "--dataset", "digits", "--root", str(root), "--estimator", str(estimator), "--sigma-e", "0.5",
+               "--n", "3", "--batch-size", "3", "--device", "cpu"]
+    main([*command, "--out", str(tmp_path / "alone.tsv")])
+    votes, sample_counts = [], Smooth.sample_counts
+
+    def counted(self, *args, **kwargs):
+        if len(votes) == 500 and stop:
+            raise KeyboardInterrupt
+        votes.append(1)
+        return sample_counts(self, *args, **kwargs)
+
+    monkeypatch.setattr(Smooth, "sample_counts", counted)
+    out, stop = tmp_path / "resumed.tsv", True
+    with pytest.raises(KeyboardInterrupt):
+        main([*command, "--out", str(out)])
+    assert not out.exists() and len(read_table(out.with_name(out.name + ".partial"))) == 500
+    votes.clear()
+    stop = False
+    main([*command, "--out", str(out)])
+    alone = (tmp_path / "alone.tsv").read_bytes()
+    assert len(votes) == alone.count(b"\n") - 1 - 500  # the rerun voted on the other inputs only
+    assert out.read_bytes() == alone and len(set(read_table(out)["sigma"])) == 2
