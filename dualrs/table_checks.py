@@ -32,7 +32,6 @@ COLUMN_KINDS: dict[str, tuple[str, Callable[[pd.Series], pd.Series]]] = {
     "idx": ("input indices (integers >= 0, each once)", _integers(0)),
     "label": ("class labels (integers >= 0)", _integers(0)),
     "predict": ("predictions (integers >= -1, -1 for an abstention)", _integers(-1)),
-    "count": ("counts (integers >= 0)", _integers(0)),
     "correct": ("0 or 1", lambda v: v.isin([0, 1])),
     "radius": ("radii (finite numbers >= 0)", _finite(lambda v: v >= 0)),
     "seconds": ("times in seconds (finite numbers >= 0)", _finite(lambda v: v >= 0)),
