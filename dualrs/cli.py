@@ -506,6 +506,15 @@ HOST_COMMANDS = frozenset({"prepare-data", "fetch-pretrained", "merge", "report"
 INPUT_TYPES = (existing_file, existing_dir, sigma_path, name_path, expert_spec)
 
 
+# Commands given a σ selector: its flag, what it must be, the metadata key that says so (and that key in
+# words), and the other kind's key, named in the error.
+SELECTOR_ARGUMENTS = {
+    "route": ("--estimator", "a variance estimator", "sigmas", "candidate sigmas", "experts"),
+    "certify-dual": ("--estimator", "a variance estimator", "sigmas", "candidate sigmas", "experts"),
+    "certify-router": ("--router", "a router", "experts", "experts", "sigmas"),
+}
+
+
 def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Rules across arguments and what the named files say they are, checked before any work: α + β < ½
     (:func:`check_settings`), a device torch knows, classifiers that are not estimators, an estimator
@@ -530,18 +539,13 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if meta is not None and ("sigmas" in meta or "experts" in meta or meta.get("role") == "estimator"):
             parser.error(f"argument {flag}: {path} is a checkpoint of a variance estimator or router "
                          f"(role {meta.get('role')!r}), not of a classifier")
-    if args.command in ("route", "certify-dual"):
-        meta = _metadata(args.estimator)
-        if meta is not None and not isinstance(meta.get("sigmas"), list):
-            parser.error(f"argument --estimator: {args.estimator} is not a checkpoint of a variance estimator: its "
-                         f"metadata names no candidate sigmas (role {meta.get('role')!r}, "
-                         f"{'experts ' + str(meta['experts']) if 'experts' in meta else 'no experts'})")
-    if args.command == "certify-router":
-        meta = _metadata(args.router)
-        if meta is not None and not isinstance(meta.get("experts"), list):
-            parser.error(f"argument --router: {args.router} is not a checkpoint of a router: its metadata names no "
-                         f"experts (role {meta.get('role')!r}, "
-                         f"{'sigmas ' + str(meta['sigmas']) if 'sigmas' in meta else 'no sigmas'})")
+    if args.command in SELECTOR_ARGUMENTS:
+        flag, kind, key, words, other = SELECTOR_ARGUMENTS[args.command]
+        path = getattr(args, flag.removeprefix("--"))
+        meta = _metadata(path)
+        if meta is not None and not isinstance(meta.get(key), list):
+            parser.error(f"argument {flag}: {path} is not a checkpoint of {kind}: its metadata names no {words} "
+                         f"(role {meta.get('role')!r}, {f'{other} {meta[other]}' if other in meta else f'no {other}'})")
 
 
 def _classifier_paths(args: argparse.Namespace) -> list[tuple[str, Path]]:

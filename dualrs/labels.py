@@ -23,7 +23,7 @@ from scipy.special import ndtri, softmax
 
 from dualrs.sequential import AdaptiveBound, AdaptiveStage, select_class, settle
 from dualrs.smoothing import Smooth, lower_confidence_bound
-from dualrs.table_checks import LABEL_TABLE_KINDS, read_input_table
+from dualrs.table_checks import CERTIFICATE_KINDS, read_input_table
 
 K = TypeVar("K", bound=Hashable)
 RadiusWeight = Literal["strong", "weak", "none"]
@@ -37,7 +37,7 @@ def radius_matrix(
     columns in the mapping's order, radius 0 where the certificate is not correct; each table is checked
     (:func:`~dualrs.table_checks.read_input_table`) against the ``num_items`` inputs of the training split."""
     keys = list(label_tables)
-    frames = [read_input_table(label_tables[k], f"the label table for {k}", LABEL_TABLE_KINDS, num_items=num_items,
+    frames = [read_input_table(label_tables[k], f"the label table for {k}", CERTIFICATE_KINDS, num_items=num_items,
                                split="training split").set_index("idx").sort_index() for k in keys]
     idx = frames[0].index
     for key, frame in zip(keys, frames):

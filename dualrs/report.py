@@ -525,7 +525,8 @@ def report_experiment(
         methods = {n: methods[n] for n in named_globals} | {ORACLE: oracle_certificates(by_sigma)} | methods
     summary = summary_table(methods, radii)
     if choices_reference is not None:
-        summary = summary.join(choice_agreement({n: methods[n] for n in routed_tables}, read_certificates(choices_reference, "the choices reference")))
+        reference = read_certificates(choices_reference, "the choices reference")
+        summary = summary.join(choice_agreement({n: methods[n] for n in routed_tables}, reference))
     write_tables(summary, table)
     write_curves(methods, table.with_name(f"{table.stem}_curve.csv"))
     choices = choice_shares(methods, [*global_tables, *sigmas])

@@ -40,10 +40,10 @@ COLUMN_KINDS: dict[str, tuple[str, Callable[[pd.Series], pd.Series]]] = {
                        lambda v: v.isna() | _finite(lambda w: w > 0)(v.fillna(1.0))),
 }
 
+# certificates of test inputs and labels (certificates of training inputs) alike
 CERTIFICATE_KINDS = {"idx": "idx", "radius": "radius", "correct": "correct"}
-CERTIFICATE_OPTIONAL_KINDS = {"label": "label", "predict": "predict", "sigma": "sigma_or_empty", "r_sigma": "radius",
-                        "r_c": "radius", "time": "seconds"}
-LABEL_TABLE_KINDS = {"idx": "idx", "radius": "radius", "correct": "correct"}
+CERTIFICATE_OPTIONAL_KINDS = {"label": "label", "predict": "predict", "sigma": "sigma_or_empty",
+                              "r_sigma": "radius", "r_c": "radius", "time": "seconds"}
 ROUTES_KINDS = {"idx": "idx", "sigma": "sigma"}
 
 

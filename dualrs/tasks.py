@@ -19,9 +19,9 @@ from torch.utils.data import Subset, TensorDataset
 
 from dualrs import data as datasets
 from dualrs.assembly import (DataSpec, Denoisers, ExpertSpec, denoiser_precision, inference_precision, load_cascade,
-                             load_classifier, load_dual, load_router, load_smooth)
+                             load_classifier, load_dual, load_estimator, load_router, load_smooth)
 from dualrs.fingerprint import path_digest, sample_files_digest
-from dualrs.io import load_checkpoint, save_checkpoint
+from dualrs.io import metadata_path, read_metadata, save_checkpoint
 from dualrs.labels import (adaptive_label, class_balance_weights, hard_labels, informative_rows, label_summary,
                            radius_matrix, radius_weights, soft_labels, training_subset)
 from dualrs.models import check_finite_weights, checkpoint_kwargs, create_model
@@ -35,7 +35,6 @@ from dualrs.tables import (CASCADE_COLUMNS, DUAL_COLUMNS, GLOBAL_COLUMNS, LABEL_
                            file_digest, resumable_table)
 from dualrs.train import Optim, train_classifier, train_classifier_at_routed_sigmas, train_estimator
 from dualrs.training_state import state_file_for
-from dualrs.validation import check_checkpoint
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,11 @@ class DataRef:
         """What a checkpoint used on this dataset must fit (:mod:`dualrs.assembly`)."""
         info = self.info()
         return DataSpec(self.name, info.num_classes, info.input_shape[0], tuple(info.input_shape[1:]))
+
+
+def input_meta(info: datasets.DatasetInfo) -> dict[str, Any]:
+    """The checkpoint metadata of the inputs a model is made for: channels and (height, width)."""
+    return {"in_chans": info.input_shape[0], "input_size": list(info.input_shape[1:])}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -101,8 +105,7 @@ def train_classifier_model(
     history = train_classifier(model, data.split("train"), sigma, optim, seed, device,
                                desc=f"classifier sigma={sigma}", state_file=state_file_for(out))
     check_finite_weights(model, f"the classifier trained for {out}")
-    save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
-                                 "input_size": list(info.input_shape[1:]),
+    save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, **input_meta(info),
                                  "model_kwargs": dict(model_options), "role": "classifier", "sigma": sigma,
                                  "seed": seed, "optim": vars(optim), "loss": history})
     state_file_for(out).unlink(missing_ok=True)
@@ -339,8 +342,7 @@ def train_estimator_model(
                               copies=s.copies, class_weight=s.class_weight, device=device,
                               radius=torch.as_tensor(w_r, dtype=torch.float32), state_file=state_file_for(out))
     check_finite_weights(estimator, f"the estimator trained for {out}")
-    save_checkpoint(out, estimator, {"arch": s.arch, "num_classes": len(candidates), "in_chans": info.input_shape[0],
-                                     "input_size": list(info.input_shape[1:]),
+    save_checkpoint(out, estimator, {"arch": s.arch, "num_classes": len(candidates), **input_meta(info),
                                      "model_kwargs": dict(s.model_options), "role": "estimator",
                                      "experts" if routes_experts else "sigmas": candidates,
                                      **({"expert_sigmas": sigmas} if routes_experts and sigmas is not None else {}),
@@ -370,10 +372,8 @@ def route_training_set(
     noise σ_e (Sun et al. 2025, Sec. 5.2), noise seeded per input: routes TSV (idx sigma), resumable as the
     certificate tables are (:func:`~dualrs.tables.resumable_table`)."""
     s, device = settings, resolve_device(device)
-    model, meta = load_checkpoint(estimator, device)
-    sigmas, spec = meta["sigmas"], data.spec()
-    check_checkpoint(meta, estimator, len(sigmas), spec.in_chans,
-                     f"an estimator over sigmas {sigmas} on dataset {spec.name!r}", spec.input_size)
+    sigmas = read_metadata(metadata_path(estimator))["sigmas"]
+    model = load_estimator(estimator, sigmas, device, data.spec())
     smooth = Smooth(Denoisers(denoiser, device, s.precision).wrap(model, s.sigma_e), len(sigmas), s.sigma_e,
                     name="the variance estimator")
     train = data.split("train")
@@ -431,8 +431,7 @@ def fetch_pretrained(data: DataRef, arch: str, model_options: Mapping[str, Any],
     model folder) as a dualrs checkpoint (one model for every σ); its head must give the dataset's classes."""
     info = data.info()
     model = create_model(arch, info.num_classes, info.input_shape[0], weights=str(weights), **model_options)
-    save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, "in_chans": info.input_shape[0],
-                                 "input_size": list(info.input_shape[1:]),
+    save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, **input_meta(info),
                                  "model_kwargs": {**model_options, **checkpoint_kwargs(model)},
                                  "role": "classifier", "source": str(weights)})
 
