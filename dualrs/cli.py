@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("train-classifier", "train a classifier under Gaussian noise σ", optim=True)
     sub.add_argument("--arch", required=True, help="model architecture (dualrs.models)")
     sub.add_argument("--model-options", type=json_object, default={}, help="JSON object of architecture options")
-    sub.add_argument("--sigma", type=nonnegative_float, required=True, help="training noise (0: clean)")
+    sub.add_argument("--sigma", type=nonnegative_float, nargs="+", required=True,
+                     help="training noise (0: clean); several: each input draws one of them uniformly")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().train_classifier_model(
         _data(a), a.out, a.arch, a.model_options, a.sigma, _optim(a), a.seed, a.device))
@@ -573,14 +574,18 @@ def _out_of_memory(error: BaseException) -> bool:
     return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
 
 
+LIST_ARGUMENTS = ("radii", "sigma")  # lists of numbers whose repeats are refused
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    radii = getattr(args, "radii", None) or []
-    if repeated := sorted({r for r in radii if radii.count(r) > 1}):
-        parser.error(f"argument --radii: {', '.join(f'{r:g}' for r in repeated)} given more than once; "
-                     "each radius is given once")
+    for name in LIST_ARGUMENTS:
+        values = getattr(args, name, None)
+        if isinstance(values, list) and (repeated := sorted({v for v in values if values.count(v) > 1})):
+            parser.error(f"argument --{name}: {', '.join(f'{v:g}' for v in repeated)} given more than once; "
+                         "give each value once")
     gpu_slot = None
     if args.command not in HOST_COMMANDS:
         import torch

@@ -23,6 +23,7 @@ from dualrs.plugins import DATASETS_GROUP, MODELS_GROUP, plugin_names
 
 #: File names spell a σ as ``sigma<spelling>`` with this pattern (the ``sigma`` wildcard).
 SIGMA_PATTERN = r"[0-9]+(\.[0-9]+)?"
+NAMED_NOISES = ("per_sigma", "mixed")  # values of classifier.noise other than a number
 #: Builders of ``dualrs.models`` (tests keep this equal to its registry; importing it would load torch).
 REGISTRY_ARCHS = ("cifar_resnet110", "cifar_resnet20", "digits_cnn", "digits_mlp")
 #: Built-in datasets of ``dualrs.data`` (tests keep this equal to its registry).
@@ -366,7 +367,7 @@ def _sigma_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
     where = f"experiments.{name}"
     problems = [p for i, s in enumerate(cfg["sigmas"]) for p in _spelling_problem(sigma_spelling, s, f"{where}.sigmas[{i}]")]
     noise = cfg["classifier"].get("noise", "per_sigma")
-    if noise != "per_sigma":
+    if noise not in NAMED_NOISES:
         problems += _spelling_problem(sigma_spelling, noise, f"{where}.classifier.noise")
     return problems
 
@@ -432,6 +433,9 @@ def experiment_problems(config: Mapping[str, Any], name: str) -> list[str]:
     if classifier["weights"] is not None and "denoiser" not in cfg:
         problems.append(f"config: {where}.classifier.weights (one off-the-shelf model for every sigma) needs a "
                         "`denoiser`")
+    if classifier["noise"] == "mixed" and "denoiser" in cfg:
+        problems.append(f"config: {where}.classifier.noise is mixed (noise drawn from Sigma), but with a `denoiser` "
+                        "the classifier sees denoised inputs: give the noise it trains under as a number")
     if cfg["iterations"] > 1 and "finetune" not in cfg:
         problems.append(f"config: {where}.iterations is {cfg['iterations']}, which needs a `finetune` block")
     if cfg["iterations"] > 2 and not cfg["retrain_estimator"]:

@@ -294,7 +294,8 @@ class Plan:
     # -------------------------------------------------------------- classifiers and rounds
 
     def shared_classifier(self, name: str) -> bool:
-        """True when one classifier serves every sigma (off-the-shelf weights or one noise level, with a denoiser)."""
+        """True when one classifier serves every sigma: off-the-shelf weights, one trained under a noise level
+        drawn from Sigma per input (``mixed``), or one trained under one noise level (with a denoiser)."""
         cfg = self.experiment(name)["classifier"]
         return cfg["weights"] is not None or cfg["noise"] != "per_sigma"
 
@@ -309,6 +310,8 @@ class Plan:
             return f"results/{name}/models/classifier_pretrained.safetensors"
         if cfg["noise"] == "per_sigma":
             return f"results/{name}/models/classifier_sigma{sigma_spelling(sigma)}.safetensors"
+        if cfg["noise"] == "mixed":
+            return f"results/{name}/models/classifier_mixed.safetensors"
         return f"results/{name}/models/classifier_noise{sigma_spelling(cfg['noise'])}.safetensors"
 
     def classifier_args(self, name: str, it: int | str) -> str:

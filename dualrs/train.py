@@ -1,6 +1,7 @@
 """Training loops: noise-augmented classifiers, the variance estimator, and finetuning.
 
-- Classifier for σ (Cohen et al. 2019, Sec. 4): cross-entropy on x + δ, δ ~ N(0, σ²I).
+- Classifier for σ (Cohen et al. 2019, Sec. 4): cross-entropy on x + δ, δ ~ N(0, σ²I); a classifier
+  for every σ of Σ draws σ uniformly from Σ per input.
 - Variance estimator (Sun et al. 2025, Sec. 5.1): mean_i w_e(i)·(softCE(i) + w_r(i)·L_con(i)) under
   noise σ_e, with the consistency regularization of Jeong & Shin (2020, eq. 6): for m noisy copies
   with predictions p_j and mean p̄, L_con = λ·(1/m)Σ_j KL(p̄ ‖ p_j) + η·H(p̄).
@@ -82,15 +83,20 @@ TRAIN_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def train_classifier(
-    model: nn.Module, data: Dataset, sigma: float, optim: Optim, seed: int,
+    model: nn.Module, data: Dataset, sigma: float | Sequence[float], optim: Optim, seed: int,
     device: torch.device | str = "cpu", desc: str = "classifier", state_file: Path | None = None,
 ) -> list[float]:
     """Minimise CE(f(x + δ), y), δ ~ N(0, σ²I); returns the mean loss of each epoch (resumable from
-    ``state_file``, as every loop here)."""
+    ``state_file``, as every loop here). Given several σ, each input of each batch draws its σ
+    uniformly from them: one classifier for every σ of Σ."""
     torch.manual_seed(seed)
+    levels = [float(s) for s in ([sigma] if isinstance(sigma, (int, float)) else sigma)]
 
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(x + sigma * torch.randn_like(x)), y)
+        if len(levels) == 1:
+            return F.cross_entropy(model(x + levels[0] * torch.randn_like(x)), y)
+        drawn = torch.tensor(levels)[torch.randint(len(levels), (len(x),))].to(x).view(-1, *[1] * (x.dim() - 1))
+        return F.cross_entropy(model(x + drawn * torch.randn_like(x)), y)
 
     return _fit(model, data, loss_fn, optim, seed, device, desc, state_file)
 

@@ -658,8 +658,18 @@ def test_a_radius_given_twice_is_refused(capsys, tmp_path, command):
     with pytest.raises(SystemExit) as error:
         main([*argv, "--radii", "0", "0.5", "0.5", "1"])
     assert error.value.code == 2
-    assert "argument --radii: 0.5 given more than once; each radius is given once" in capsys.readouterr().err
+    assert "argument --radii: 0.5 given more than once; give each value once" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors", "e.safetensors", "m.tsv"]
+
+
+def test_a_training_sigma_given_twice_is_refused(capsys, tmp_path):
+    with pytest.raises(SystemExit) as error:
+        main(["train-classifier", "--dataset", "digits", "--root", str(tmp_path), "--arch", "digits_cnn",
+              "--sigma", "0.25", "0.5", "0.25", "--epochs", "1", "--batch-size", "8", "--lr", "0.1",
+              "--out", str(tmp_path / "c.safetensors")])
+    assert error.value.code == 2
+    assert "argument --sigma: 0.25 given more than once; give each value once" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [

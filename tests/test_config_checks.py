@@ -110,6 +110,14 @@ def test_sigma_keys_are_checked_and_named(key, value):
     assert len(problems) == 1 and problems[0].startswith(f"config: experiments.tiny.{key.replace('__', '.')}")
 
 
+def test_mixed_noise_trains_one_classifier_without_a_denoiser():
+    assert config_problems(config(classifier__noise="mixed")) == []
+    denoised = config(classifier__noise="mixed", denoiser={"train": {"steps": 10, "batch_size": 8, "lr": 0.001}})
+    assert config_problems(denoised) == [
+        "config: experiments.tiny.classifier.noise is mixed (noise drawn from Sigma), but with a `denoiser` the "
+        "classifier sees denoised inputs: give the noise it trains under as a number"]
+
+
 # ------------------------------------------------------------------ counts and YAML
 
 

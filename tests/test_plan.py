@@ -86,6 +86,15 @@ def test_one_noise_level_or_off_the_shelf_weights_share_one_classifier(paper):
         assert paper.classifier_checkpoint("cifar10", 1, sigma) == f"{models}/it1/classifier_shared.safetensors"
 
 
+def test_mixed_noise_shares_one_noise_trained_classifier_finetuned_once(paper):
+    name = "digits16_contrast_shared"
+    assert paper.shared_classifier(name)
+    for sigma in paper.sigmas(name):
+        assert paper.classifier_checkpoint(name, 0, sigma) == f"results/{name}/models/classifier_mixed.safetensors"
+        assert paper.classifier_checkpoint(name, 1, sigma) == f"results/{name}/models/it1/classifier_shared.safetensors"
+    assert paper.denoiser_input(name) == []
+
+
 def test_products_are_the_classifiers_of_every_round_and_a_trained_denoiser(paper):
     assert paper.products("digits_dds") == {"results/digits_dds/models/classifier_noise0.1.safetensors",
                                             "results/digits_dds/models/denoiser"}

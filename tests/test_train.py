@@ -137,6 +137,33 @@ def test_shared_classifier_sees_each_input_at_its_routed_sigma():
         assert abs(std - sigma) < 0.1 * sigma
 
 
+class _PerSampleStd(torch.nn.Module):
+    """A classifier that keeps the standard deviation of each input it sees (its inputs are pure noise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(256, 3)
+        self.stds: list[float] = []
+
+    def forward(self, x):
+        self.stds += x.flatten(1).pow(2).mean(1).sqrt().tolist()
+        return self.head(x.flatten(1))
+
+
+@pytest.mark.parametrize("sigmas", [[0.25], [0.25, 1.0]])
+def test_a_classifier_for_every_sigma_draws_each_inputs_sigma_uniformly(sigmas):
+    model = _PerSampleStd()
+    data = TensorDataset(torch.zeros(100, 1, 16, 16), torch.arange(100) % 3)
+    train_classifier(model, data, sigmas[0] if len(sigmas) == 1 else sigmas, Optim(4, 20, 0.01), seed=0)
+    stds = np.array(model.stds)
+    assert len(stds) == 400
+    nearest = np.array(sigmas)[np.abs(np.log(stds[:, None] / np.array(sigmas))).argmin(axis=1)]
+    assert np.all(np.abs(stds / nearest - 1) < 0.25)  # 256 draws: the std of one input is within 25% of its σ
+    for sigma in sigmas:  # 400 fair draws: each share within 0.1 of 1/|Σ| (about 4 standard deviations)
+        assert abs(np.mean(nearest == sigma) - 1 / len(sigmas)) < 0.1
+    assert all(len(set(batch)) == len(sigmas) for batch in nearest.reshape(20, 20))  # drawn per input, not per batch
+
+
 @pytest.fixture(scope="module")
 def digits_labels(tmp_path_factory):
     """Prepared digits and label tables of two sigmas over 60 training inputs, 7 of them certified under none."""

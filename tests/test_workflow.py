@@ -53,6 +53,15 @@ def test_whole_dag_on_a_tiny_config(tiny_run):
     assert "Nothing to be done" in snakemake(workdir, "-n", "--cores", "2", "--configfile", str(TINY)).stdout
 
 
+def test_a_mixed_noise_classifier_is_trained_once_for_every_sigma_and_finetuned_once(workdir):
+    name = "digits16_contrast_shared"
+    out = snakemake(workdir, f"results/tables/{name}.csv", "-n", "-p", "--cores", "2").stdout
+    models = f"results/{name}/models"
+    assert "--sigma 0.25 0.5 " in out and f"--out {models}/classifier_mixed.safetensors" in out
+    assert out.count("dualrs train-classifier") == 1 and out.count("dualrs finetune") == 1
+    assert f"--classifier 0.5={models}/it1/classifier_shared.safetensors" in out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,certify_jobs", [("cifar10", 3 * 8 + 2 * 8), ("imagenet", 2 * 16 + 2 * 16)])
 def test_paper_dags_list_every_denoised_smoothing_job(workdir, name, certify_jobs):

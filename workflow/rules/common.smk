@@ -231,8 +231,11 @@ def estimator_targets(wildcards):
 
 def training_noise(wildcards):
     """The Gaussian noise a classifier trains under: {noise} for one classifier shared by every sigma
-    (denoised smoothing), else the classifier's {sigma}."""
-    return wildcards.get("noise", wildcards.get("sigma"))
+    (denoised smoothing), the classifier's {sigma}, else (noise: mixed) every sigma of Sigma.
+    """
+    return wildcards.get("noise", wildcards.get("sigma")) or " ".join(
+        fmt(s) for s in PLAN.sigmas(wildcards.experiment)
+    )
 
 
 def estimator_weights(wildcards):

@@ -45,6 +45,17 @@ use rule train_classifier as train_shared_classifier with:
         "logs/{experiment}/benchmark/train_classifier/noise{noise}.tsv"
 
 
+use rule train_classifier as train_mixed_classifier with:
+    """One base classifier for every sigma, each training input noised at a sigma drawn uniformly from Sigma."""
+    output:
+        model="results/{experiment}/models/classifier_mixed.safetensors",
+        meta="results/{experiment}/models/classifier_mixed.json",
+    log:
+        "logs/{experiment}/train_classifier/mixed.log",
+    benchmark:
+        "logs/{experiment}/benchmark/train_classifier/mixed.tsv"
+
+
 rule fetch_pretrained:
     """The off-the-shelf classifier's weights, read into a checkpoint for denoised smoothing (Carlini et al. 2023)."""
     input:
