@@ -33,6 +33,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from dualrs.progress import progress as progress_bar
 from dualrs.tables import give_default_modes, read_json_object
+from dualrs.training_state import TrainingState
 from dualrs.validation import NonFiniteError
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -255,6 +256,7 @@ def train_ddpm(
     num_train_timesteps: int = 1000,
     progress: bool = True,
     unet: UNet2DModel | None = None,
+    state_file: Path | None = None,
 ) -> tuple[UNet2DModel, DDPMScheduler]:
     """Train an ε-prediction DDPM (Ho et al. 2020) on ``images`` (``(N, C, H, W)`` in ``[0, 1]``).
 
@@ -262,7 +264,9 @@ def train_ddpm(
     ``‖ε - ε_θ(sqrt(ᾱ_t) x + sqrt(1 - ᾱ_t) ε, t)‖²`` with AdamW, the learning rate decaying
     from ``lr`` to 0 on a cosine schedule over ``steps``. All randomness (including
     the default :func:`build_digits_unet` initialisation) derives from ``seed``; the model is
-    trained on ``images.device``. Returns the UNet (in eval mode) and its scheduler.
+    trained on ``images.device``. Returns the UNet (in eval mode) and its scheduler. Given
+    ``state_file``, an interrupted run resumes from the last step saved there
+    (:mod:`dualrs.training_state`, a step standing for an epoch) with the weights of an uninterrupted run.
     """
     device = images.device
     channels, size = images.shape[1], images.shape[-1]
@@ -281,7 +285,11 @@ def train_ddpm(
     lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     generator = torch.Generator(device=device).manual_seed(seed)
     data = images.float() * 2.0 - 1.0
-    bar = progress_bar(range(steps), "train ddpm", disable=not progress)
+    settings = {"loop": "ddpm", "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "num_train_timesteps": num_train_timesteps, "items": len(images)}
+    state = None if state_file is None else TrainingState(state_file, settings, unet)
+    losses = [] if state is None else state.restore(unet, optimizer, lr_schedule, generator, steps_per_epoch=1)
+    bar = progress_bar(range(len(losses), steps), "train ddpm", disable=not progress)
     for _ in bar:
         x0 = data[torch.randint(len(data), (batch_size,), generator=generator, device=device)]
         noise = torch.randn(x0.shape, generator=generator, device=device)
@@ -291,7 +299,10 @@ def train_ddpm(
         loss.backward()
         optimizer.step()
         lr_schedule.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        if state is not None:
+            state.save_if_due(unet, optimizer, generator, losses)
     return unet.eval(), scheduler
 
 

@@ -89,9 +89,11 @@ def train_denoiser(data: DataRef, out: Path, steps: int, batch_size: int, lr: fl
 
     train = data.split("train")
     images = torch.stack([train[i][0] for i in range(len(train))]).to(resolve_device(device))
-    unet, scheduler = train_ddpm(images, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    unet, scheduler = train_ddpm(images, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                 state_file=state_file_for(out))
     check_finite_weights(unet, f"the denoiser trained for {out}")
     save_denoiser(unet, scheduler, out)
+    state_file_for(out).unlink(missing_ok=True)
 
 
 def train_classifier_model(

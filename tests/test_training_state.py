@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 
 from dualrs.cli import main
 from dualrs.data import prepare_dataset
+from dualrs.denoise import train_ddpm
 from dualrs import training_state
 from dualrs.io import load_checkpoint
 from dualrs.models import create_model
@@ -46,6 +47,10 @@ def run(loop: str, optim: Optim, state_file: Path | None) -> tuple[torch.nn.Modu
         sigmas = [0.25 if i % 3 else 0.5 for i in range(len(x))]
         return model, train_classifier_at_routed_sigmas({0.25: model, 0.5: model}, TensorDataset(x, y), sigmas, optim,
                                                         0, state_file=state_file)
+    if loop == "ddpm":  # a step stands for an epoch
+        unet, _ = train_ddpm(x, steps=optim.epochs, batch_size=optim.batch_size, lr=optim.lr, seed=0, progress=False,
+                             state_file=state_file)
+        return unet, []  # train_ddpm returns no losses: its weights are compared
     model = fresh_model(num_classes=3)
     targets = torch.softmax(torch.rand((len(x), 3), generator=torch.Generator().manual_seed(2)), dim=1)
     return model, train_estimator(model, x, targets, torch.ones(len(x)), 0.5, optim, 0, lam=1.0, eta=0.5, copies=2,
@@ -72,7 +77,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-@pytest.mark.parametrize("loop", ["classifier", "routed", "estimator"])
+@pytest.mark.parametrize("loop", ["classifier", "routed", "estimator", "ddpm"])
 def test_an_interrupted_training_resumes_to_the_uninterrupted_weights_and_losses(tmp_path, monkeypatch, loop):
     expected_model, expected_history = run(loop, OPTIM, None)
     state_file = tmp_path / "model.safetensors.partial.pt"
@@ -136,6 +141,24 @@ def test_the_train_classifier_job_resumes_and_deletes_the_state_with_its_checkpo
     assert not state_file_for(out).exists()
     (alone, alone_meta), (resumed, resumed_meta) = (load_checkpoint(p) for p in (tmp_path / "alone.safetensors", out))
     assert same_weights(alone, resumed) and alone_meta["loss"] == resumed_meta["loss"]
+
+
+def test_the_train_denoiser_job_resumes_and_deletes_the_state_with_its_denoiser(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    prepare_dataset("digits", root, seed=0)
+    command = ["train-denoiser", "--dataset", "digits", "--root", str(root), "--steps", "3", "--batch-size", "16",
+               "--lr", "0.002", "--device", "cpu", "--seed", "0"]
+    main([*command, "--out", str(tmp_path / "alone")])
+    out = tmp_path / "resumed"
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(Interrupted):
+        main([*command, "--out", str(out)])
+    assert state_file_for(out).is_file() and not out.exists()
+    monkeypatch.undo()
+    main([*command, "--out", str(out)])
+    assert not state_file_for(out).exists()
+    for name in ("unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"):
+        assert (tmp_path / "alone" / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_the_state_is_saved_once_the_interval_has_passed(tmp_path, monkeypatch):
