@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training noise (0: clean); several: each input draws one of them uniformly")
     sub.add_argument("--out", type=Path, required=True, help="file to write")
     sub.set_defaults(run=lambda a: _tasks().train_classifier_model(
-        _data(a), a.out, a.arch, a.model_options, a.sigma, _optim(a), a.seed, a.device))
+        _data(a), a.out, a.arch, a.model_options, a.sigma[0] if len(a.sigma) == 1 else a.sigma, _optim(a), a.seed,
+        a.device))
 
     for name, split, help in (("label", "train", "certify training samples under one σ (estimator labels)"),
                               ("certify-global", "test", "standard RS at one global σ on the test split (Cohen et al. 2019): "

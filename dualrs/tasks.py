@@ -97,7 +97,7 @@ def train_denoiser(data: DataRef, out: Path, steps: int, batch_size: int, lr: fl
 
 
 def train_classifier_model(
-    data: DataRef, out: Path, arch: str, model_options: Mapping[str, Any], sigmas: Sequence[float], optim: Optim,
+    data: DataRef, out: Path, arch: str, model_options: Mapping[str, Any], sigma: float | list[float], optim: Optim,
     seed: int, device: str,
 ) -> None:
     """A classifier trained under Gaussian noise σ (σ = 0: clean training, for denoised smoothing); given
@@ -105,10 +105,8 @@ def train_classifier_model(
     info, device = data.info(), resolve_device(device)
     torch.manual_seed(seed)
     model = create_model(arch, info.num_classes, info.input_shape[0], **model_options)
-    sigma = sigmas[0] if len(sigmas) == 1 else list(sigmas)
     history = train_classifier(model, data.split("train"), sigma, optim, seed, device,
-                               desc=f"classifier sigma={'/'.join(f'{s:g}' for s in sigmas)}",
-                               state_file=state_file_for(out))
+                               desc=f"classifier sigma={sigma}", state_file=state_file_for(out))
     check_finite_weights(model, f"the classifier trained for {out}")
     save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, **input_meta(info),
                                  "model_kwargs": dict(model_options), "role": "classifier", "sigma": sigma,
