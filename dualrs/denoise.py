@@ -33,7 +33,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from dualrs.progress import progress as progress_bar
 from dualrs.tables import give_default_modes, read_json_object
-from dualrs.training_state import TrainingState
+from dualrs.training_state import TrainingState, state_file_for
 from dualrs.validation import NonFiniteError
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -316,7 +316,8 @@ def save_denoiser(
 
     ``conditioning``, when given, is written as ``conditioning.json`` beside the pipeline. The
     pipeline is saved into a temporary sibling directory and renamed onto ``path``; an
-    existing ``path`` is replaced only once the new directory is complete.
+    existing ``path`` is replaced only once the new directory is complete. The saved denoiser supersedes
+    the training state kept beside it (:func:`~dualrs.training_state.state_file_for`), which is removed.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -336,3 +337,4 @@ def save_denoiser(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    state_file_for(target).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from torch import nn
 
 from dualrs.models import check_finite_weights, create_model, to_device
 from dualrs.tables import atomic_file, read_json_object, write_json
+from dualrs.training_state import state_file_for
 
 _BUILD_ONLY_KWARGS = ("weights", "pretrained")
 SUFFIX = ".safetensors"
@@ -29,7 +30,8 @@ def metadata_path(checkpoint: Path | str) -> Path:
 
 
 def save_checkpoint(path: Path | str, model: nn.Module, meta: Mapping[str, Any]) -> None:
-    """Write ``path`` (safetensors) and its ``.json`` metadata; ``meta`` must name arch, num_classes, in_chans."""
+    """Write ``path`` (safetensors) and its ``.json`` metadata; ``meta`` must name arch, num_classes, in_chans.
+    The saved checkpoint supersedes the training state kept beside it (:func:`state_file_for`), which is removed."""
     missing = {"arch", "num_classes", "in_chans"} - set(meta)
     if missing:
         raise ValueError(f"checkpoint metadata lacks {sorted(missing)}")
@@ -37,6 +39,7 @@ def save_checkpoint(path: Path | str, model: nn.Module, meta: Mapping[str, Any])
     with atomic_file(path) as tmp:
         safetensors.torch.save_model(model, str(tmp))
         write_json(meta_file, dict(meta))
+    state_file_for(path).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

@@ -93,7 +93,6 @@ def train_denoiser(data: DataRef, out: Path, steps: int, batch_size: int, lr: fl
                                  state_file=state_file_for(out))
     check_finite_weights(unet, f"the denoiser trained for {out}")
     save_denoiser(unet, scheduler, out)
-    state_file_for(out).unlink(missing_ok=True)
 
 
 def train_classifier_model(
@@ -111,7 +110,6 @@ def train_classifier_model(
     save_checkpoint(out, model, {"arch": arch, "num_classes": info.num_classes, **input_meta(info),
                                  "model_kwargs": dict(model_options), "role": "classifier", "sigma": sigma,
                                  "seed": seed, "optim": vars(optim), "loss": history})
-    state_file_for(out).unlink(missing_ok=True)
 
 
 def certify_smoothed(
@@ -356,7 +354,6 @@ def train_estimator_model(
                                      "train_fraction": s.train_fraction, "train_samples": len(idx),
                                      "dropped_uncertified": dropped, "seed": s.seed,
                                      "optim": vars(s.optim), "loss": history})
-    state_file_for(out).unlink(missing_ok=True)
 
 
 def _candidate_sigmas(experts: Sequence[str], expert_sigmas: Mapping[str, float] | None) -> list[float] | None:
@@ -426,7 +423,6 @@ def finetune_classifier(
     save_checkpoint(out, model, {**meta, "sigma": sigma, "finetuned_from": str(classifier),
                                  "finetune_samples": samples, "finetune_optim": vars(optim),
                                  "finetune_loss": history})
-    state_file_for(out).unlink(missing_ok=True)
 
 
 def fetch_pretrained(data: DataRef, arch: str, model_options: Mapping[str, Any], weights: Path, out: Path) -> None:

@@ -91,11 +91,12 @@ def train_classifier(
     uniformly from them: one classifier for every σ of Σ."""
     torch.manual_seed(seed)
     levels = [float(s) for s in ([sigma] if isinstance(sigma, (int, float)) else sigma)]
+    level_table = torch.tensor(levels)
 
     def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if len(levels) == 1:
             return F.cross_entropy(model(x + levels[0] * torch.randn_like(x)), y)
-        drawn = torch.tensor(levels)[torch.randint(len(levels), (len(x),))].to(x).view(-1, *[1] * (x.dim() - 1))
+        drawn = level_table[torch.randint(len(levels), (len(x),))].to(x).view(-1, *[1] * (x.dim() - 1))
         return F.cross_entropy(model(x + drawn * torch.randn_like(x)), y)
 
     return _fit(model, data, loss_fn, optim, seed, device, desc, state_file)

@@ -10,9 +10,10 @@ schedule is replayed step by step to where it was. Every draw is then the one th
 made, so on the same machine the final weights are the same bit for bit. Settings that differ (the
 loop, optimisation, seed, number of training items, or the initial weights, by content) start over
 with a warning. The file is written atomically and read with ``torch.load(weights_only=True)``, which
-never runs pickled code; the job deletes it once the checkpoint is saved. The DDPM's training
-(:func:`dualrs.denoise.train_ddpm`) saves the same state, a training step standing for an epoch and
-its sampling generator for the data loader's.
+never runs pickled code; writing the checkpoint (:func:`dualrs.io.save_checkpoint`,
+:func:`dualrs.denoise.save_denoiser`) removes it. The DDPM's training (:func:`dualrs.denoise.train_ddpm`)
+saves the same state, a training step standing for an epoch and its sampling generator for the data
+loader's.
 """
 from __future__ import annotations
 
