@@ -101,3 +101,23 @@ def fake_paper_weights(workdir: Path) -> None:
         (workdir / "models" / path).mkdir(parents=True)
     for path in ("cifar10/vit_base_patch16_224_cifar10.safetensors", "imagenet/beit_large_patch16_512.safetensors"):
         (workdir / "models" / path).touch()
+
+
+def tiny_experiment(label: str, certify: str, batch_size: int) -> str:
+    """A config of one experiment ``tiny`` on digits (Σ = {0.25, 0.5}, one-epoch CNNs) with the given
+    ``label`` and ``certify`` mappings (YAML flow text, e.g. ``{n0: 8, n: 16, alpha: 0.01}``)."""
+    return f"""
+experiments:
+  tiny:
+    data: digits
+    sigmas: [0.25, 0.5]
+    classifier:
+      arch: digits_cnn
+      train: {{epochs: 1, batch_size: 128, lr: 0.003}}
+    estimator:
+      arch: digits_cnn
+      train: {{epochs: 1, batch_size: 128, lr: 0.003}}
+    label: {label}
+    certify: {certify}
+    batch_size: {batch_size}
+"""

@@ -25,25 +25,11 @@ from dualrs.io import save_checkpoint
 from dualrs.models import create_model, read_state_dict
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import Smooth
-from pipeline import run_snakemake, venv_environment
+from pipeline import run_snakemake, tiny_experiment, venv_environment
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = """
-experiments:
-  tiny:
-    data: digits
-    sigmas: [0.25, 0.5]
-    classifier:
-      arch: digits_cnn
-      train: {epochs: 1, batch_size: 128, lr: 0.003}
-    estimator:
-      arch: digits_cnn
-      train: {epochs: 1, batch_size: 128, lr: 0.003}
-    label: {n0: 8, n: 16, alpha: 0.01}
-    certify: {n0: 8, n: 64, alpha: 0.01, beta: 0.01}
-    batch_size: 64
-"""
+TINY = tiny_experiment("{n0: 8, n: 16, alpha: 0.01}", "{n0: 8, n: 64, alpha: 0.01, beta: 0.01}", 64)
 
 
 def dry_run(tmp_path: Path, config: str, *args: str) -> subprocess.CompletedProcess:

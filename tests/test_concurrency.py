@@ -21,7 +21,7 @@ import pytest
 
 from dualrs.cli import main
 from dualrs.tables import GLOBAL_COLUMNS, OutputError, ResumableTable
-from pipeline import REPO, snakemake, venv_environment
+from pipeline import REPO, snakemake, tiny_experiment, venv_environment
 from test_resume import Setup, certificates, global_args, rows_written, trained_setup
 
 
@@ -163,21 +163,8 @@ def test_a_full_disk_while_appending_keeps_the_rows_written(tmp_path, monkeypatc
 # ------------------------------------------------------------------ Snakemake dies, its job lives on
 
 
-ONE_SHARD = """
-experiments:
-  tiny:
-    data: digits
-    sigmas: [0.25, 0.5]
-    classifier:
-      arch: digits_cnn
-      train: {epochs: 1, batch_size: 128, lr: 0.003}
-    estimator:
-      arch: digits_cnn
-      train: {epochs: 1, batch_size: 128, lr: 0.003}
-    label: {n0: 8, n: 16, alpha: 0.01, every: 20}
-    certify: {n0: 16, n: 500, alpha: 0.01, beta: 0.01, every: 6, shards: 1}
-    batch_size: 250
-"""
+ONE_SHARD = tiny_experiment("{n0: 8, n: 16, alpha: 0.01, every: 20}",
+                            "{n0: 16, n: 500, alpha: 0.01, beta: 0.01, every: 6, shards: 1}", 250)
 TARGET = "results/tiny/certify/global/shards/sigma0.25_shard0.tsv"
 RULE_ARGS = {"--n0": 16, "--n": 500, "--batch-size": 250, "--every": 6, "--seed": 0}  # the rule's, from ONE_SHARD
 

@@ -31,7 +31,7 @@ from dualrs.tables import GLOBAL_COLUMNS, ResumableTable, read_table, resumable_
 from dualrs.models import create_model
 from dualrs.tasks import DataRef, train_classifier_model
 from dualrs.train import Optim, train_classifier
-from pipeline import run_snakemake, venv_environment
+from pipeline import run_snakemake, tiny_experiment, venv_environment
 
 REPO = Path(__file__).resolve().parents[1]
 SIGMAS = (0.25, 0.5)
@@ -203,21 +203,8 @@ def test_resumed_partial_keeps_its_complete_rows_exactly(tmp_path):
     assert out.with_name("c.tsv.partial").read_bytes() == before
 
 
-TINY_EIGHT_SHARDS = """
-experiments:
-  tiny:
-    data: digits
-    sigmas: [0.25, 0.5]
-    classifier:
-      arch: digits_cnn
-      train: {epochs: 1, batch_size: 128, lr: 0.003}
-    estimator:
-      arch: digits_cnn
-      train: {epochs: 1, batch_size: 128, lr: 0.003}
-    label: {n0: 8, n: 16, alpha: 0.01, every: 20}
-    certify: {n0: 16, n: 200, alpha: 0.01, beta: 0.01, every: 30, shards: 8}
-    batch_size: 100
-"""
+TINY_EIGHT_SHARDS = tiny_experiment("{n0: 8, n: 16, alpha: 0.01, every: 20}",
+                                    "{n0: 16, n: 200, alpha: 0.01, beta: 0.01, every: 30, shards: 8}", 100)
 
 
 @pytest.mark.slow
