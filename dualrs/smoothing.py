@@ -1,7 +1,7 @@
 """Randomized smoothing (Cohen, Rosenfeld & Kolter 2019, Algorithms CERTIFY and PREDICT).
 
 The smoothed classifier is g(x) = argmax_c P[f(x + δ) = c] with δ ~ N(0, σ²I). If the class A
-has probability at least p_A_lower ≥ ½ under noise, g is constant within the ℓ2 ball of radius
+has probability at least p_A_lower > ½ under noise, g is constant within the ℓ2 ball of radius
 R = σ·Φ⁻¹(p_A_lower) around x (Cohen et al., Theorem 1).
 
 Sampling runs on the base classifier's device in its dtype: noise is drawn there, votes are
@@ -56,12 +56,13 @@ class CertifyBound:
 
     @property
     def prediction(self) -> int:
-        return self.guess if self.p_lower >= 0.5 else ABSTAIN
+        """ĉ_A if p_A_lower > ½ (then, w.p. ≥ 1 − α, p_A > ½ > p_B for all B ≠ A: Cohen et al., Theorem 1), else ABSTAIN."""
+        return self.guess if self.p_lower > 0.5 else ABSTAIN
 
     @property
     def radius(self) -> float:
         """σ·Φ⁻¹(p_A_lower) (Cohen et al., Theorem 1), 0 when abstaining."""
-        return self.sigma * float(ndtri(self.p_lower)) if self.p_lower >= 0.5 else 0.0
+        return self.sigma * float(ndtri(self.p_lower)) if self.p_lower > 0.5 else 0.0
 
 
 class Smooth:

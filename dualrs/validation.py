@@ -67,8 +67,9 @@ def _noise_level(value: Any) -> bool:
 
 
 def check_count(value: Any, name: str) -> None:
-    """A positive integer (an integral float such as 1e4 is accepted)."""
-    if not (_real(value) and math.isfinite(value) and int(value) == value and value >= 1):
+    """A positive integer: a Python or NumPy int (a float such as 1e4 is refused, as ``range`` and tensor
+    shapes would refuse it mid-run; config files are read with whole floats made ints)."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 

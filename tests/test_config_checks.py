@@ -351,3 +351,37 @@ def test_milestones_past_the_last_epoch_warn_without_stopping_a_shortened_run():
     assert config_problems(cfg) == []
     assert config_warnings(cfg) == ["config: experiments.tiny.estimator.train.milestones [10] lie at or after "
                                     "epochs = 10: the learning rate never decays there"]
+
+
+def schema_keys_without_description(node: dict, path: str = "config") -> list[str]:
+    """Keys a user sets (properties that are not blocks of further keys) with no description of their
+    own; a key whose value is a ``$ref`` counts as described when the definition says what it means
+    (``count`` only says "a positive integer": such a key needs its own)."""
+    defs, missing = SCHEMA["$defs"], []
+
+    def described(spec: dict) -> bool:
+        ref = spec.get("$ref", "").rpartition("/")[2]
+        return "description" in spec or (ref not in ("", "count") and described(defs[ref]))
+
+    def walk(spec: dict, where: str) -> None:
+        for key, child in spec.get("properties", {}).items():
+            block = "properties" in child or isinstance(child.get("additionalProperties"), dict)
+            if not block and not described(child):
+                missing.append(f"{where}.{key}")
+            walk(child, f"{where}.{key}")
+        for sub in spec.get("oneOf", []) + spec.get("anyOf", []):
+            walk(sub, where)
+        for keyword, step in (("additionalProperties", "<name>"), ("items", "[]")):
+            if isinstance(spec.get(keyword), dict):
+                walk(spec[keyword], f"{where}.{step}")
+
+    walk(node, path)
+    for name, definition in defs.items():
+        walk(definition, f"$defs.{name}")
+    return missing
+
+
+def test_every_key_of_the_schema_says_what_it_means():
+    """README and docs/architecture.md send the reader to the schema for each key's meaning."""
+    assert schema_keys_without_description(SCHEMA) == []
+    assert schema_keys_without_description({"properties": {"every": {"$ref": "#/$defs/count"}}}) == ["config.every"]

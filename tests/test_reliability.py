@@ -234,6 +234,9 @@ BAD = [
     ("n", NAN, "n must be a positive integer, got nan"),
     ("n", 10.5, "n must be a positive integer, got 10.5"),
     ("n", True, "n must be a positive integer, got True"),
+    ("n", 1e4, "n must be a positive integer, got 10000.0"),
+    ("n0", 8.0, "n0 must be a positive integer, got 8.0"),
+    ("batch_size", 32.0, "batch_size must be a positive integer, got 32.0"),
     ("batch_size", -32, "batch_size must be a positive integer, got -32"),
 ]
 

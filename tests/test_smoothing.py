@@ -19,6 +19,7 @@ from scipy.stats import binom, binomtest, norm
 from closed_form import TAIL, ConstantClass, HalfSpace, upper_tolerance
 from dualrs.seeding import sample_generator
 from dualrs.smoothing import ABSTAIN, NOISE_BLOCK, CertifyBound, GaussianStream, Smooth, lower_confidence_bound
+from dualrs.validation import NeverCertifiesWarning
 
 class NoiseArgmax(torch.nn.Module):
     """Logits = the input itself: at x = 0 the vote is uniform over the input's coordinates."""
@@ -202,6 +203,17 @@ def test_certify_abstains_on_uniform_three_class_vote() -> None:
     results = [smooth.certify(x, 30, 300, 0.1, 300, sample_generator(5, "uniform", i)) for i in range(50)]
     # p_A = 1/3: reaching p_lower ≥ ½ would need ≥ ~165 of 300 votes, a > 10-sigma event.
     assert results == [(ABSTAIN, 0.0)] * 50
+
+
+
+def test_a_lower_bound_of_exactly_one_half_abstains() -> None:
+    """2 votes of 2 at α = 0.25: p_A_lower = 0.25^(1/2) = ½ exactly, which leaves p_A = ½ = p_B possible."""
+    with pytest.warns(NeverCertifiesWarning, match="n = 2 draws can never certify at level 0.25"):  # and it does not
+        bound = Smooth(ConstantClass(1, 2), num_classes=2, sigma=0.5).certify_bound(
+            torch.zeros(3), 1, 2, 0.25, 2, sample_generator(0, "half", 0))
+    assert (bound.guess, bound.count, bound.p_lower) == (1, 2, 0.5)
+    assert (bound.prediction, bound.radius) == (ABSTAIN, 0.0)
+    assert CertifyBound(1, 3, lower_confidence_bound(3, 3, 0.25), 0.5).prediction == 1  # 0.25^(1/3) > ½
 
 
 def test_certify_abstains_on_the_hyperplane() -> None:
