@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -445,6 +446,10 @@ def _train_estimator(a: argparse.Namespace) -> None:
         raise SystemExit(f"dualrs: error: --radius-weight {a.radius_weight} needs --expert-sigma NAME=SIGMA for "
                          "every expert (or --radius-weight none)")
     labels = _unique(a.labels, "sigma") if a.labels else _unique(a.expert_labels, "expert")
+    if len(labels) < 2:
+        flag, what = ("--labels", "sigmas") if a.labels else ("--expert-labels", "experts")
+        raise SystemExit(f"dualrs: error: {flag} given once; the estimator chooses among at least two {what}, "
+                         "one label table each")
     expert_sigmas = dict(a.expert_sigma) if a.expert_sigma else None
     if expert_sigmas is not None and set(expert_sigmas) != set(labels):
         raise SystemExit(f"dualrs: error: --expert-sigma names {sorted(expert_sigmas)}, but the experts are "
@@ -521,12 +526,10 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     """Rules across arguments and what the named files say they are, checked before any work: α + β < ½
     (:func:`check_settings`), a device torch knows, classifiers that are not estimators, an estimator
     (over sigmas) where ``route`` and ``certify-dual`` need one and a router (over experts) where
-    ``certify-router`` does, an output file that is not an existing directory."""
+    ``certify-router`` does, and a --sigma-e (an expert's sigma) that is the one the estimator's (router's)
+    metadata records."""
     import torch
 
-    out = getattr(args, "out", None)
-    if out is not None and out.is_dir() and args.command != "train-denoiser":
-        parser.error(f"argument --out: {out} is a directory; name the file to write")
     try:
         check_settings(alpha=getattr(args, "alpha", None), beta=getattr(args, "beta", None))
     except ValueError as error:
@@ -536,6 +539,12 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             torch.device(args.device)
         except RuntimeError as error:
             parser.error(f"argument --device: {args.device!r} is not a device: {error}")
+        if args.device.startswith("cuda") and torch.cuda.device_count() == 0:
+            parser.error(f"argument --device: {args.device!r}, but torch sees no CUDA device on this machine "
+                         "(give cpu, or auto)")
+    if getattr(args, "radii", None) is not None and getattr(args, "adaptive", True) is False:
+        parser.error("argument --radii: the radius grid is settled only by --adaptive certification; give both, "
+                     "or neither")
     for flag, path in _classifier_paths(args):
         meta = _metadata(path)
         if meta is not None and ("sigmas" in meta or "experts" in meta or meta.get("role") == "estimator"):
@@ -548,6 +557,23 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if meta is not None and not isinstance(meta.get(key), list):
             parser.error(f"argument {flag}: {path} is not a checkpoint of {kind}: its metadata names no {words} "
                          f"(role {meta.get('role')!r}, {f'{other} {meta[other]}' if other in meta else f'no {other}'})")
+        if meta is not None:
+            _check_recorded_noise(parser, args, path, meta)
+
+
+def _check_recorded_noise(parser: argparse.ArgumentParser, args: argparse.Namespace, path: Path, meta: dict) -> None:
+    """The noise levels a selector was trained for are the ones it is run with: its σ_e (Sec. 5.1: the estimator
+    is trained under the noise it is smoothed with) and, for a router, each expert's σ (its labels' radii)."""
+    trained = meta.get("sigma_e")
+    if trained is not None and float(trained) != args.sigma_e:
+        parser.error(f"argument --sigma-e: {args.sigma_e:g}, but {path} was trained at sigma_e {float(trained):g} "
+                     "(its metadata); run it at the noise it was trained under")
+    recorded = dict(zip(meta.get("experts") or [], meta.get("expert_sigmas") or []))
+    for spec in getattr(args, "expert", None) or []:
+        sigma = recorded.get(spec["name"])
+        if sigma is not None and float(sigma) != spec["sigma"]:
+            parser.error(f"argument --expert: {spec['name']!r} has sigma {spec['sigma']:g}, but {path} was trained "
+                         f"on its labels at sigma {float(sigma):g} (its metadata expert_sigmas)")
 
 
 def _classifier_paths(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -575,7 +601,28 @@ def _out_of_memory(error: BaseException) -> bool:
     return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
 
 
-LIST_ARGUMENTS = ("radii", "sigma")  # lists of numbers whose repeats are refused
+LIST_ARGUMENTS = ("radii", "sigma", "sigmas")  # lists of numbers whose repeats are refused
+# Outputs that are folders, by command (every other --out names a file).
+OUTPUT_FOLDERS = {"train-denoiser": "--out", "convert-denoiser": "--out", "prepare-data": "--root"}
+
+
+def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The command's output can be written, checked before any work: a file is not an existing folder and a
+    folder not an existing file, nothing above it is a file, and the nearest existing folder is writable."""
+    folder_flag = OUTPUT_FOLDERS.get(args.command)
+    flag = folder_flag or "--out"
+    path = getattr(args, flag.removeprefix("--"), None)
+    if path is None:
+        return
+    if folder_flag and path.exists() and not path.is_dir():
+        parser.error(f"argument {flag}: {path} is a file; name the folder to write")
+    if not folder_flag and path.is_dir():
+        parser.error(f"argument {flag}: {path} is a directory; name the file to write")
+    above = next(parent for parent in path.absolute().parents if parent.exists())
+    if not above.is_dir():
+        parser.error(f"argument {flag}: cannot write {path}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        parser.error(f"argument {flag}: cannot write {path}: no permission to write in {above}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -587,6 +634,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if isinstance(values, list) and (repeated := sorted({v for v in values if values.count(v) > 1})):
             parser.error(f"argument --{name}: {', '.join(f'{v:g}' for v in repeated)} given more than once; "
                          "give each value once")
+    _check_output(parser, args)
     gpu_slot = None
     if args.command not in HOST_COMMANDS:
         import torch

@@ -383,8 +383,8 @@ def _late_milestones(settings: Mapping[str, Any] | None, key: str) -> list[str]:
 
 
 def _ablation_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
-    """[alpha, beta] pairs that certify something; numbers spelled exactly and distinctly in paths; candidate
-    sets of the experiment's sigmas."""
+    """[alpha, beta] pairs that certify something; numbers (and sigma_e values) spelled exactly and distinctly
+    in paths; candidate sets of the experiment's sigmas."""
     where = f"experiments.{name}.ablations"
     ablations = cfg.get("ablations", {})
     problems = []
@@ -403,6 +403,8 @@ def _ablation_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
         for i, j, x in numbers:
             key = f"{where}.{ablation}[{i}]" + (f"[{j}]" if ablation == "alpha_beta" else "")
             problems += _spelling_problem(number_spelling, x, key)
+    for i, sigma_e in enumerate(ablations.get("sigma_e", [])):
+        problems += _spelling_problem(sigma_spelling, sigma_e, f"{where}.sigma_e[{i}]")
     own = set(cfg["sigmas"])
     for subset in ablations.get("sigmas", []):
         if not set(subset) <= own:

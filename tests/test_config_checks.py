@@ -240,6 +240,8 @@ def test_a_digits_split_too_small_to_stratify_is_refused(fraction, split, size):
     ({"ablations": {"lam": [0.1, 0.1234567]}}, "experiments.tiny.ablations.lam[1]: 0.1234567 has no exact"),
     ({"ablations": {"lam": [0.1, 0.1000000001]}}, "ablations.lam has values that coincide in paths"),
     ({"ablations": {"sigmas": [[0.25, 2.0]]}}, "[0.25, 2.0] is not a set of at least two distinct sigmas"),
+    ({"ablations": {"sigma_e": [0.5, 0.1234567]}}, "experiments.tiny.ablations.sigma_e[1]: 0.1234567 has no exact file-name"),
+    ({"ablations": {"sigma_e": [0.00001]}}, "experiments.tiny.ablations.sigma_e[0]: sigma 1e-05 has no file-name"),
     ({"router": {"experts": [{"name": "a", "sigma": 0.25, "classifier": "x"},
                              {"name": "a", "sigma": 0.5, "classifier": "y"}]}},
      "experiments.tiny.router.experts: name(s) 'a' given to more than one expert"),

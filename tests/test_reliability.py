@@ -519,6 +519,54 @@ def test_cli_adversarial_paths_and_devices(checkpoints, capsys, tmp_path):
           f"checkpoint {truncated} is not a safetensors file, or is truncated")
 
 
+def test_cli_outputs_that_cannot_be_written_are_refused_before_work(checkpoints, capsys, tmp_path):
+    c = checkpoints
+    base = ["--classifier", str(c.classifier), "--sigma", "0.5", "--alpha", "0.01"]
+    a_file = tmp_path / "notes.json"
+    a_file.write_text("{}")
+    exits(command(c, "certify-global", a_file / "g.tsv", *base), capsys, 2,
+          f"argument --out: cannot write {a_file / 'g.tsv'}: {a_file} is a file, not a folder")
+    for argv, flag in ((["train-denoiser", "--dataset", "digits", "--root", str(c.data), "--steps", "1", "--batch-size",
+                         "8", "--lr", "0.001", "--device", "cpu", "--out", str(a_file)], "--out"),
+                       (["prepare-data", "--dataset", "digits", "--root", str(a_file)], "--root")):
+        with pytest.raises(SystemExit) as error:
+            main(argv)
+        assert error.value.code == 2
+        assert f"argument {flag}: {a_file} is a file; name the folder to write" in capsys.readouterr().err
+        assert a_file.read_text() == "{}"
+
+
+def test_cli_settings_that_contradict_each_other_or_the_checkpoint_are_refused(checkpoints, capsys, tmp_path,
+                                                                             monkeypatch):
+    c = checkpoints
+    classifiers = ["--classifier", f"0.25={c.classifier}", "--classifier", f"0.5={c.classifier}"]
+    dual = ["--alpha", "0.01", "--beta", "0.01", *classifiers]
+    estimator = checkpoint(tmp_path / "est.safetensors", 2, role="estimator", sigmas=[0.25, 0.5], sigma_e=0.5)
+    exits(command(c, "certify-dual", tmp_path / "d.tsv", "--estimator", str(estimator), "--sigma-e", "0.25", *dual),
+          capsys, 2, f"argument --sigma-e: 0.25, but {estimator} was trained at sigma_e 0.5")
+    exits(command(c, "certify-dual", tmp_path / "d.tsv", "--estimator", str(estimator), "--sigma-e", "0.5",
+                  "--radii", "0", "1", *dual), capsys, 2, "argument --radii: the radius grid is settled only by --adaptive")
+    router = checkpoint(tmp_path / "router.safetensors", 2, role="estimator", experts=["a", "b"],
+                        expert_sigmas=[0.25, 0.5], sigma_e=1.0)
+    experts = [f'{{"name": "{name}", "sigma": {sigma}, "classifier": "{c.classifier}"}}' for name, sigma in
+               (("a", 2.0), ("b", 0.5))]
+    exits(command(c, "certify-router", tmp_path / "r.tsv", "--router", str(router), "--sigma-e", "1", "--alpha",
+                  "0.01", "--beta", "0.01", "--expert", experts[0], "--expert", experts[1]), capsys, 2,
+          f"argument --expert: 'a' has sigma 2, but {router} was trained on its labels at sigma 0.25")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    exits(command(c, "certify-global", tmp_path / "g.tsv", "--classifier", str(c.classifier), "--sigma", "0.5",
+                  "--alpha", "0.01", "--device", "cuda"), capsys, 2,
+          "argument --device: 'cuda', but torch sees no CUDA device on this machine")
+    labels = tmp_path / "labels.tsv"
+    exits(command(c, "train-estimator", tmp_path / "e.safetensors", "--labels", f"0.25={labels}", "--arch", "digits_cnn",
+                  "--sigma-e", "0.5", "--epochs", "1", "--batch-size", "8", "--lr", "0.01"), capsys, 1,
+          "--labels given once; the estimator chooses among at least two sigmas")
+    with pytest.raises(SystemExit) as error:
+        main(["report", "--dual", f"d={labels}", "--radii", "0", "--sigmas", "0.5", "0.50", "--table",
+              str(tmp_path / "t.csv")])
+    assert error.value.code == 2 and "argument --sigmas: 0.5 given more than once" in capsys.readouterr().err
+
+
 def test_out_of_memory_while_certifying_is_one_line_naming_the_device_and_the_remedy(checkpoints, capsys, tmp_path,
                                                                                     monkeypatch):
     def out_of_memory(*args, **kwargs):
