@@ -24,6 +24,7 @@ from dualrs.tables import OutputError, concat_tables
 from dualrs.validation import check_settings
 
 K = TypeVar("K", float, str)
+N = TypeVar("N", int, float)
 #: Names of :data:`dualrs.convert.PRESETS` (listed here so that the parser does not import torch).
 DENOISER_PRESETS = ("256x256_diffusion_uncond", "cifar10_uncond_50M_500K")
 
@@ -32,15 +33,27 @@ if TYPE_CHECKING:
     from dualrs.train import Optim
 
 
+def parsed(text: str, convert: Callable[[str], N], expected: str) -> N:
+    """``convert(text)``, or the argument error saying what was expected (not Python's ``int()`` message)."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    return parsed(text, float, "a number")
+
+
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = parsed(text, float, "a positive number")
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
 
 
 def nonnegative_float(text: str) -> float:
-    value = float(text)
+    value = parsed(text, float, "a non-negative number")
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text!r}")
     return value
@@ -50,21 +63,21 @@ MAX_SEED = 2**32 - 1  # NumPy's seeds, as the config's `seed`
 
 
 def seed_value(text: str) -> int:
-    value = int(text)
+    value = parsed(text, int, "an integer in [0, 2^32 - 1]")
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^32 - 1], got {text!r}")
     return value
 
 
 def nonnegative_int(text: str) -> int:
-    value = int(text)
+    value = parsed(text, int, "an integer >= 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
     return value
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = parsed(text, int, "a positive integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
@@ -72,11 +85,11 @@ def positive_int(text: str) -> int:
 
 def setting(name: str) -> Callable[[str], float | int]:
     """The argument type of the Monte Carlo setting ``name`` (a keyword of :func:`check_settings`)."""
-    convert = int if name in ("n0", "n", "batch_size") else float
+    count = name in ("n0", "n", "batch_size")
 
     def parse(text: str) -> float | int:
+        value = parsed(text, int, "a positive integer, in digits (10000, not 1e4)") if count else number(text)
         try:
-            value = convert(text)
             check_settings(**{name: value})
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
@@ -203,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="noisy copies per forward pass")
             sub.add_argument("--every", type=positive_int, default=default(Sampling, "every"),
                              help="certify every k-th sample")
-            sub.add_argument("--shard", type=int, default=default(Sampling, "shard"), help="this shard's index")
+            sub.add_argument("--shard", type=nonnegative_int, default=default(Sampling, "shard"), help="this shard's index")
             sub.add_argument("--num-shards", type=positive_int, default=default(Sampling, "num_shards"),
                              help="number of shards")
             sub.add_argument("--precision", choices=("bf16", "fp32"), default=default(Sampling, "precision"),
@@ -291,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--classifier", type=sigma_path, action="append", required=True, help="SIGMA=CHECKPOINT")
     sub.add_argument("--alpha", type=level, required=True,
                      help="published: stage k (from 0) spends alpha/(k+1); union_bound: split evenly over the stages")
-    sub.add_argument("--threshold", type=float, default=default(CascadeSettings, "threshold"),
+    sub.add_argument("--threshold", type=number, default=default(CascadeSettings, "threshold"),
                      help="p0: a stage is confident when p_A >= p0")
     sub.add_argument("--variant", choices=["published", "union_bound"], default=default(CascadeSettings, "variant"),
                      help="published: Jeong & Shin's procedure (certify.py of their code; levels alpha/(k+1), "

@@ -539,7 +539,8 @@ def _check_manifest(name: str, root: Path, opts: Any) -> None:
     """Ensure ``root`` was prepared for ``name`` with the same on-disk options."""
     ready = root / READY
     if not ready.is_file():
-        raise FileNotFoundError(f"{ready} is missing: run prepare_dataset({name!r}, {str(root)!r}) first")
+        raise FileNotFoundError(f"{ready} is missing: prepare the dataset first (`dualrs prepare-data --dataset {name} "
+                                f"--root {root}`, or prepare_dataset({name!r}, {str(root)!r}) in Python)")
     manifest = json.loads(ready.read_text(encoding="utf-8"))
     if manifest["name"] != name:
         raise ValueError(f"{root} holds dataset {manifest['name']!r}, not {name!r}")
@@ -548,7 +549,7 @@ def _check_manifest(name: str, root: Path, opts: Any) -> None:
         if f.metadata.get("on_disk") and prepared != asked:
             raise ValueError(
                 f"{root} was prepared with {f.name}={prepared!r} but {asked!r} was asked for; "
-                "run prepare_dataset again with the new options"
+                "prepare it again with the new options (`dualrs prepare-data`, or prepare_dataset in Python)"
             )
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
+from dualrs.denoiser_layout import denoiser_folders
 from dualrs.progress import progress as progress_bar
 from dualrs.tables import give_default_modes, read_json_object
 from dualrs.training_state import TrainingState, state_file_for
@@ -168,28 +169,13 @@ class DiffusionDenoiser(torch.nn.Module):
     def from_pretrained(cls, path: str | os.PathLike[str], sigma: float, **kw: Any) -> DiffusionDenoiser:
         """Load a local diffusers UNet + DDPM scheduler and build a denoiser for ``sigma``.
 
-        Accepted layouts: a pipeline directory with ``unet/`` and ``scheduler/`` subfolders (as
-        written by ``DDPMPipeline.save_pretrained`` or :func:`save_denoiser`), or a UNet
-        directory (``config.json`` + weights) with a ``scheduler/`` subfolder or a
-        ``scheduler_config.json``. ``ᾱ`` and the default ``prediction_type`` come from the
-        scheduler; ``kw`` is passed to the constructor. An optional ``conditioning.json`` (written
-        by :func:`dualrs.convert.convert_openai_checkpoint`) holds ``timestep_scale`` (absent: 1)
-        and per-module ``attention_heads``.
+        The directory's layouts are those of :func:`dualrs.denoiser_layout.denoiser_folders`. ``ᾱ`` and the
+        default ``prediction_type`` come from the scheduler; ``kw`` is passed to the constructor. An optional
+        ``conditioning.json`` (written by :func:`dualrs.convert.convert_openai_checkpoint`) holds
+        ``timestep_scale`` (absent: 1) and per-module ``attention_heads``.
         """
         root = Path(path)
-        if not root.is_dir():
-            raise FileNotFoundError(f"diffusion model directory not found: {root}")
-        unet_dir = root / "unet" if (root / "unet" / "config.json").is_file() else root
-        if not (unet_dir / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no UNet config in {root}: expected {root / 'unet' / 'config.json'} or {root / 'config.json'}"
-            )
-        sched_dir = root / "scheduler" if (root / "scheduler" / "scheduler_config.json").is_file() else root
-        if not (sched_dir / "scheduler_config.json").is_file():
-            raise FileNotFoundError(
-                f"no scheduler config in {root}: expected {root / 'scheduler' / 'scheduler_config.json'}"
-                f" or {root / 'scheduler_config.json'}"
-            )
+        unet_dir, sched_dir = denoiser_folders(root)
         unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(str(sched_dir), local_files_only=True)
         conditioning = read_conditioning(root)

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import shlex
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -32,6 +32,7 @@ from dualrs.config_checks import (
     whole_floats_to_int,
     yaml_problems,
 )
+from dualrs.denoiser_layout import denoiser_folders
 
 #: The ablations an experiment may configure (experiments.<experiment>.ablations), in table order.
 ABLATIONS = ("lam", "labels", "n_label", "label_precision", "train_fraction", "alpha_beta", "temperature",
@@ -199,9 +200,21 @@ def existing(path: str, key: str, name: str) -> str:
     return path
 
 
-def produced_or_existing(path: str, key: str, name: str) -> str:
-    """Pipeline products (under results/) are built by their rules; other paths must exist."""
-    return path if str(path).startswith("results/") else existing(path, key, name)
+def existing_denoiser(path: str, key: str, name: str) -> str:
+    """``path`` if it is a denoiser directory (:func:`~dualrs.denoiser_layout.denoiser_folders`), else one error
+    that names the config key and what the folder lacks."""
+    existing(path, key, name)
+    try:
+        denoiser_folders(path)
+    except FileNotFoundError as error:
+        raise PlanError(f"config: experiments.{name}.{key} points to {path}, which is not a denoiser directory: "
+                        f"{error}") from None
+    return path
+
+
+def produced_or_existing(path: str, key: str, name: str, check: Callable[[str, str, str], str] = existing) -> str:
+    """Pipeline products (under results/) are built by their rules; other paths must pass ``check``."""
+    return path if str(path).startswith("results/") else check(path, key, name)
 
 
 # ------------------------------------------------------------------ the plan
@@ -288,7 +301,7 @@ class Plan:
         if spec is None:
             return []
         if "path" in spec:
-            return [existing(spec["path"], "denoiser.path", name)]
+            return [existing_denoiser(spec["path"], "denoiser.path", name)]
         return [f"results/{name}/models/denoiser"]
 
     # -------------------------------------------------------------- classifiers and rounds
@@ -373,7 +386,7 @@ class Plan:
         where = f"router.experts[{index}]"
         inputs = {"classifier": produced_or_existing(spec["classifier"], f"{where}.classifier", name)}
         if spec.get("denoiser"):
-            inputs["denoiser"] = produced_or_existing(spec["denoiser"], f"{where}.denoiser", name)
+            inputs["denoiser"] = produced_or_existing(spec["denoiser"], f"{where}.denoiser", name, existing_denoiser)
         return inputs
 
     def router_label(self, name: str) -> dict[str, Any]:

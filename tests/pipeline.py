@@ -96,9 +96,12 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 
 def fake_paper_weights(workdir: Path) -> None:
-    """Empty stand-ins at the paths config/config.yaml gives for the paper's checkpoints (enough for dry runs)."""
+    """Stand-ins at the paths config/config.yaml gives for the paper's checkpoints, enough for dry runs: empty
+    classifier files, and denoiser folders with the UNet and scheduler configs a plan looks for."""
     for path in ("cifar10/improved_diffusion_50M", "imagenet/guided_diffusion_256_uncond"):
-        (workdir / "models" / path).mkdir(parents=True)
+        for config in ("unet/config.json", "scheduler/scheduler_config.json"):
+            (workdir / "models" / path / config).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / "models" / path / config).write_text("{}")
     for path in ("cifar10/vit_base_patch16_224_cifar10.safetensors", "imagenet/beit_large_patch16_512.safetensors"):
         (workdir / "models" / path).touch()
 

@@ -19,7 +19,7 @@ from dualrs.labels import hard_labels, soft_labels, training_subset
 from dualrs.report import certified_accuracy
 from dualrs.tables import read_table, write_table
 from dualrs.train import estimator_loss
-from pipeline import REPO, snakemake
+from pipeline import REPO, fake_paper_weights, snakemake
 
 TINY = REPO / "tests" / "configs" / "tiny_ablation.yaml"
 ABLATIONS = ("lam", "labels", "n_label", "label_precision", "train_fraction", "alpha_beta", "temperature",
@@ -275,9 +275,7 @@ def test_paper_configs_list_every_ablation_job(workdir):
     # digits_mlp; estimator seeds 1, 2; three sigma pairs; sigma_e 1
     assert counts["ablation_report"] == 13 and counts["ablation_certify"] == 9 + 13
     assert counts["ablation_estimator"] == 7 + 13 and counts["ablation_certify_training_set"] == 2 * 3
-    for name in ("cifar10/improved_diffusion_50M",):
-        (workdir / "models" / name).mkdir(parents=True)
-    (workdir / "models/cifar10/vit_base_patch16_224_cifar10.safetensors").touch()
+    fake_paper_weights(workdir)
     cifar10 = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["experiments"]["cifar10"]["ablations"]
     # sequential labels, the seed spread and sigma_e: digits ablations only
     assert set(cifar10) == set(ABLATIONS) - {"label_precision", "estimator_seed", "sigma_e"}

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dualrs"
 # Each module of dualrs and its layer: a module imports only modules of its own or a lower layer.
 LAYERS = {
     0: {"__init__", "validation", "tables", "table_checks", "seeding", "host_memory", "progress", "runlog", "gpu_slots", "published",
-        "config_checks", "plugins", "timm_names"},  # foundations: no dualrs import but another foundation
+        "config_checks", "plugins", "timm_names", "denoiser_layout"},  # foundations: no dualrs import but another foundation
     1: {"smoothing", "sequential", "routed", "dual", "router", "cascade", "assembly", "models", "denoise", "data",
         "fingerprint", "io", "labels", "train", "training_state", "report", "convert", "memory", "compute"},  # the method
     2: {"settings", "tasks", "certify", "plan"},  # jobs: a command's inputs → library → outputs; the workflow's plan

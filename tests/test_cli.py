@@ -40,6 +40,12 @@ def _certify_args(root, checkpoint, out, **overrides):
     ("--sigma", "-1", "must be a positive number"),
     ("--sigma", "nan", "must be a positive number"),
     ("--classifier", "missing.safetensors", "file not found: missing.safetensors"),
+    # text that is not a number says what was expected, not what int() or float() said
+    ("--n", "1e4", "must be a positive integer, in digits (10000, not 1e4), got '1e4'"),
+    ("--sigma", "abc", "must be a number, got 'abc'"),
+    ("--seed", "abc", "must be an integer in [0, 2^32 - 1], got 'abc'"),
+    ("--every", "x", "must be a positive integer, got 'x'"),
+    ("--shard", "x", "must be an integer >= 0, got 'x'"),
 ])
 def test_bad_arguments_give_one_error_naming_the_argument(setup, capsys, key, value, message):
     root, checkpoint = setup

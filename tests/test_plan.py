@@ -18,6 +18,7 @@ from dualrs.plan import (
     ablation_value,
     estimator_target_args,
     existing,
+    existing_denoiser,
     expert_json,
     optim_args,
     refuse,
@@ -112,6 +113,15 @@ def test_denoiser_inputs_are_trained_here_or_must_exist(paper, tmp_path):
         "config: experiments.cifar10.denoiser.path points to models/cifar10/improved_diffusion_50M, which does not "
         "exist. Place the file there or change the key (see the comments in config/config.yaml).")
     assert existing(str(tmp_path), "denoiser.path", "cifar10") == str(tmp_path)
+    with pytest.raises(PlanError) as error:  # a folder, but no UNet in it: refused before any job, not at the first
+        existing_denoiser(str(tmp_path), "denoiser.path", "cifar10")
+    assert str(error.value) == (
+        f"config: experiments.cifar10.denoiser.path points to {tmp_path}, which is not a denoiser directory: no UNet "
+        f"config in {tmp_path}: expected {tmp_path / 'unet' / 'config.json'} or {tmp_path / 'config.json'}")
+    for config in ("unet/config.json", "scheduler/scheduler_config.json"):
+        (tmp_path / config).parent.mkdir()
+        (tmp_path / config).write_text("{}")
+    assert existing_denoiser(str(tmp_path), "denoiser.path", "cifar10") == str(tmp_path)
 
 
 # ------------------------------------------------------------------ rounds and table rows

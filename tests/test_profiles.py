@@ -17,13 +17,11 @@ from snakemake_executor_plugin_slurm.partitions import Partition, read_partition
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 
-from pipeline import run_snakemake
+from pipeline import fake_paper_weights, run_snakemake
 from test_slurm import local_rules
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = ("default", "slurm")
-MODEL_FILES = ("cifar10/vit_base_patch16_224_cifar10.safetensors", "imagenet/beit_large_patch16_512.safetensors")
-MODEL_DIRS = ("cifar10/improved_diffusion_50M", "imagenet/guided_diffusion_256_uncond")
 
 
 def profile(name: str) -> dict:
@@ -66,10 +64,7 @@ def repo_copy(tmp_path_factory) -> Path:
         if (REPO / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, copy / name)
-    for name in MODEL_DIRS:
-        (copy / "models" / name).mkdir(parents=True)
-    for name in MODEL_FILES:
-        (copy / "models" / name).touch()
+    fake_paper_weights(copy)
     return copy
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from dualrs.cli import HOST_COMMANDS
-from pipeline import REPO, TINY, run_snakemake, venv_environment
+from pipeline import REPO, TINY, fake_paper_weights, run_snakemake, venv_environment
 
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 TARGET = "results/tables/tiny.csv"
@@ -72,10 +72,7 @@ def test_every_job_declares_threads_memory_runtime_and_gpu_where_it_runs_a_model
 def test_slurm_profile_submits_the_paper_jobs_with_their_resources(tmp_path):
     """A dry run of CIFAR-10 with profiles/slurm: each job's sbatch resources, from the experiment's block."""
     shutil.copytree(REPO / "config", tmp_path / "config")
-    for path in ("cifar10/improved_diffusion_50M", "imagenet/guided_diffusion_256_uncond"):
-        (tmp_path / "models" / path).mkdir(parents=True)
-    for path in ("cifar10/vit_base_patch16_224_cifar10.safetensors", "imagenet/beit_large_patch16_512.safetensors"):
-        (tmp_path / "models" / path).touch()
+    fake_paper_weights(tmp_path)
     result = run_snakemake(["results/tables/cifar10.csv", "-n", "--snakefile", str(REPO / "Snakefile"),
                             "--workflow-profile", str(REPO / "profiles" / "slurm")], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
