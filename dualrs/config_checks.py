@@ -159,8 +159,11 @@ def whole_floats_to_int(config: dict, schema: Mapping[str, Any]) -> None:
 
 
 def numeric_text_hint(text: str, types: str | list[str]) -> str:
-    """What to write instead of a number YAML 1.1 reads as text (``1e4``, ``1e-3``)."""
+    """What to write instead of a number YAML reads as text: ``1e4``, ``1e-3`` (YAML 1.1 wants a dot and a
+    signed exponent) or a quoted number."""
     value = float(text)
+    if "e" not in text.lower():
+        return " (a number in quotes is text: write it without quotes)"
     if "integer" in types and value.is_integer() and math.isfinite(value):
         return f" (YAML reads numbers like 1e4 as text: write {int(value)})"
     return " (YAML reads numbers like 1e-3 as text: write 1.0e-3 or 0.001)"

@@ -158,6 +158,7 @@ def test_numbers_yaml_reads_as_text_get_the_spelling_to_write():
     assert numeric_text_hint("1e4", "integer") == " (YAML reads numbers like 1e4 as text: write 10000)"
     assert "write 1.0e-3 or 0.001" in numeric_text_hint("1e-3", "number")
     assert "write 1.0e-3 or 0.001" in numeric_text_hint("1.5e0", "integer")
+    assert numeric_text_hint("0.25", ["number"]) == " (a number in quotes is text: write it without quotes)"
 
 
 def test_duplicate_keys_and_yaml_1_1_integers_are_found(tmp_path):
