@@ -642,17 +642,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = runlog.subcommand(parser, args.command)
     for name in LIST_ARGUMENTS:
         values = getattr(args, name, None)
         if isinstance(values, list) and (repeated := sorted({v for v in values if values.count(v) > 1})):
-            parser.error(f"argument --{name}: {', '.join(f'{v:g}' for v in repeated)} given more than once; "
-                         "give each value once")
-    _check_output(parser, args)
+            command.error(f"argument --{name}: {', '.join(f'{v:g}' for v in repeated)} given more than once; "
+                          "give each value once")
+    _check_output(command, args)
     gpu_slot = None
     if args.command not in HOST_COMMANDS:
         import torch
 
-        _check_arguments(parser, args)
+        _check_arguments(command, args)
         if args.device in ("auto", "cuda"):
             gpu_slot = gpu_slots.pin_gpu(torch.cuda.device_count())
         from dualrs.seeding import deterministic

@@ -56,11 +56,16 @@ def _paths(value: Any) -> Iterator[Path]:
             yield from _paths(item)
 
 
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` (its errors carry its own usage line and name)."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
 def input_paths(parser: argparse.ArgumentParser, args: argparse.Namespace,
                 input_types: Iterable[Callable[[str], Any]]) -> dict[str, list[Path]]:
     """Each argument of the chosen subcommand whose type reads an input, with the paths given to it."""
     types = set(input_types)
-    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    command = subcommand(parser, args.command)
     found = {}
     for action in command._actions:
         if action.type in types and getattr(args, action.dest, None) is not None:
