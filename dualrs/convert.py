@@ -35,6 +35,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from dualrs.denoise import save_denoiser
+from dualrs.io import read_foreign_state_dict
 
 #: Flags of the original scripts that change neither the network's output nor ``x̂0``.
 IGNORED_FLAGS = frozenset({"use_checkpoint", "use_fp16", "timestep_respacing", "use_kl", "rescale_learned_sigmas"})
@@ -331,7 +332,7 @@ def convert_openai_checkpoint(
     if isinstance(state_dict_or_path, Mapping):
         state_dict = state_dict_or_path
     else:
-        state_dict = torch.load(state_dict_or_path, weights_only=True, map_location="cpu")
+        state_dict = read_foreign_state_dict(state_dict_or_path, "diffusion checkpoint")
     config = unet_config(flags)
     with torch.device("meta"):
         unet = UNet2DModel(**config)

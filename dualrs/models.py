@@ -13,7 +13,6 @@ Carlini et al. 2023).
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -210,10 +209,11 @@ def create_timm_model(
     arch = f"timm/{name}"
     if weights is not None and Path(weights).is_dir():
         raise ValueError(_folder_for_timm(Path(weights), arch))
+    state = read_state_dict(weights) if weights is not None else None  # a bad file is refused before the build
     backbone = timm.create_model(name, pretrained=pretrained and weights is None, num_classes=num_classes,
                                  in_chans=in_chans, **timm_kwargs)
-    if weights is not None:
-        load_backbone_weights(backbone, weights, reinit_head=reinit_head)
+    if state is not None:
+        load_backbone_weights(backbone, state, weights, reinit_head=reinit_head)
     elif pretrained and not reinit_head:
         _check_pretrained_head(backbone, arch, num_classes)
     size = _timm_input_size(backbone, arch, input_size)
@@ -397,13 +397,14 @@ def _head_mismatch(weights: str | Path, held: int | None, num_classes: int) -> V
                       "backbone and leaves a random head, which is for initialising an estimator)")
 
 
-def load_backbone_weights(backbone: nn.Module, weights: str | Path, reinit_head: bool = False) -> None:
-    """Load a timm checkpoint file into ``backbone``.
+def load_backbone_weights(
+    backbone: nn.Module, state: dict[str, torch.Tensor], weights: str | Path, reinit_head: bool = False,
+) -> None:
+    """Load ``state``, read from the timm checkpoint file ``weights``, into ``backbone``.
 
     Every weight but the classification head's must be there with its shape; the head must match the
     backbone's (else :func:`_head_mismatch`) unless ``reinit_head``, which keeps the fresh initialisation.
     """
-    state = read_state_dict(weights)
     check_finite_weights(state, f"weights {weights}")
     own, head_keys = backbone.state_dict(), _head_keys(backbone)
     missing, unexpected = sorted(set(own) - head_keys - set(state)), sorted(set(state) - set(own))
@@ -441,36 +442,11 @@ def to_device(model: nn.Module, device: torch.device | str, source: str) -> nn.M
             from error
 
 
-_STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")  # wrappers of training checkpoints
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, never unpickling code.
-
-    ``.safetensors`` files are read as such; any other file goes through ``torch.load(weights_only=True)``,
-    which refuses pickled objects other than tensors and plain containers. A training checkpoint's
-    weights are taken from its ``state_dict_ema``/``model_ema``/``state_dict``/``model`` entry, and
-    ``module.``/``_orig_mod.`` prefixes (DDP, torch.compile) are removed, as timm does.
-    """
+    """Tensors of a checkpoint file (:func:`dualrs.io.read_foreign_state_dict`, which never unpickles code),
+    with the ``module.``/``_orig_mod.`` prefixes of DDP and torch.compile removed, as timm does."""
     from timm.models import clean_state_dict
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model weights not found: {path}")
-    if path.suffix == ".safetensors":
-        import safetensors.torch
+    from dualrs.io import read_foreign_state_dict  # dualrs.io imports this module
 
-        return clean_state_dict(safetensors.torch.load_file(str(path)))
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f"{path} is not a plain tensor checkpoint and is not unpickled (torch.load with "
-                         f"weights_only=True refused it: {str(error).splitlines()[0]}); "
-                         "convert it to .safetensors from a trusted environment") from None
-    for key in _STATE_DICT_KEYS:
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-            break
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
-    return clean_state_dict(checkpoint)
+    return clean_state_dict(read_foreign_state_dict(path, "weights"))

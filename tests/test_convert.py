@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,16 @@ def test_other_code_base_checkpoint_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="^checkpoint does not fit the flags: key 'input_blocks.10.0.emb_layers"):
         convert_openai_checkpoint(state_dict(CIFAR10), flags(IMAGENET), tmp_path / "denoiser")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_file_that_does_not_parse_is_one_error_and_writes_nothing(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(state_dict(CIFAR10), checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"^diffusion checkpoint {re.escape(str(checkpoint))} is not a safetensors "
+                                         "or PyTorch checkpoint, or is truncated: RuntimeError: PytorchStreamReader"):
+        convert_openai_checkpoint(checkpoint, PRESETS["cifar10_uncond_50M_500K"], tmp_path / "denoiser")
+    assert list(tmp_path.iterdir()) == [checkpoint]
 
 
 def test_failed_write_leaves_previous_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

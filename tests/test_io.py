@@ -7,9 +7,10 @@ import stat
 
 import pandas as pd
 import pytest
+import safetensors.torch
 import torch
 
-from dualrs.io import load_checkpoint, save_checkpoint
+from dualrs.io import load_checkpoint, read_foreign_state_dict, save_checkpoint
 from dualrs.tables import (DUAL_COLUMNS, GLOBAL_COLUMNS, ROUTER_COLUMNS, OutputError, ResumableTable, atomic_file,
                            concat_tables, read_table, resumable_table, row_problem, write_table)
 from dualrs.models import create_model
@@ -38,6 +39,41 @@ def test_checkpoint_errors_name_the_problem(tmp_path):
         load_checkpoint(path)
     with pytest.raises(ValueError, match="lacks"):
         save_checkpoint(path, create_model("digits_cnn", 10, 1), {"arch": "digits_cnn"})
+
+
+def _truncated_safetensors(path):
+    safetensors.torch.save_file({"w": torch.zeros(8)}, path)
+    path.write_bytes(path.read_bytes()[:-4])
+
+
+def _broken_zip(path):
+    torch.save({"w": torch.zeros(8)}, path)
+    path.write_bytes(path.read_bytes()[:100])
+
+
+@pytest.mark.parametrize(("name", "write", "problem"), [
+    ("w.safetensors", _truncated_safetensors,
+     "is not a safetensors or PyTorch checkpoint, or is truncated: SafetensorError: Error while deserializing header"),
+    ("w.pt", lambda path: path.write_bytes(b""),
+     "is not a safetensors or PyTorch checkpoint, or is truncated: the file is empty"),
+    ("w.pt", _broken_zip,
+     "is not a safetensors or PyTorch checkpoint, or is truncated: RuntimeError: PytorchStreamReader failed"),
+    ("w.pt", lambda path: torch.save([torch.zeros(8)], path), "is not a state dict of tensors: it holds a list"),
+])
+def test_a_foreign_weight_file_that_does_not_parse_is_one_error_naming_it(tmp_path, name, write, problem):
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(ValueError, match=f"^the --weights file {re.escape(str(path))} {re.escape(problem)}") as error:
+        read_foreign_state_dict(path, "the --weights file")
+    assert "\n" not in str(error.value)
+
+
+def test_a_foreign_state_dict_is_read_from_either_format_and_its_wrapper(tmp_path):
+    weights = {"a": torch.arange(3.0)}
+    safetensors.torch.save_file(weights, tmp_path / "w.safetensors")
+    torch.save({"state_dict": weights, "epoch": 3}, tmp_path / "w.pth")
+    for name in ("w.safetensors", "w.pth"):
+        assert torch.equal(read_foreign_state_dict(tmp_path / name)["a"], weights["a"])
 
 
 def _row(i):

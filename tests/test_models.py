@@ -1,4 +1,6 @@
 """Model builders: the registry, and off-the-shelf timm classifiers loaded from local weight files."""
+import re
+
 import pytest
 import safetensors.torch
 import timm
@@ -8,6 +10,7 @@ from dualrs.cli import main
 from dualrs.data import prepare_dataset
 from dualrs.io import load_checkpoint
 from dualrs.models import AdaptiveAvgPool2d, create_model, list_models
+from dualrs.tasks import DataRef, fetch_pretrained
 
 
 def test_registry_names_known_models_and_rejects_others():
@@ -103,6 +106,18 @@ def test_fetch_pretrained_stores_an_equivalent_dualrs_checkpoint(tmp_path, timm_
     direct = create_model("timm/test_vit", 10, 1, weights=str(path), input_size=32).eval()
     x = torch.rand(2, 1, 8, 8)
     torch.testing.assert_close(model(x), direct(x))
+
+
+def test_fetch_pretrained_refuses_a_truncated_weight_file_before_building_the_model(tmp_path, monkeypatch):
+    path = tmp_path / "test_vit.safetensors"
+    safetensors.torch.save_file(timm.create_model("test_vit", num_classes=10).state_dict(), path)
+    path.write_bytes(path.read_bytes()[:-100])
+    monkeypatch.setattr(timm, "create_model", lambda *args, **kwargs: pytest.fail("the model was built"))
+    out = tmp_path / "clf.safetensors"
+    with pytest.raises(ValueError, match=f"^weights {re.escape(str(path))} is not a safetensors or PyTorch "
+                                         "checkpoint, or is truncated: SafetensorError: "):
+        fetch_pretrained(DataRef("digits", tmp_path / "data"), "timm/test_vit", {}, path, out)
+    assert not out.exists()
 
 
 def test_cifar_resnet110_is_cohen_et_als_architecture():
