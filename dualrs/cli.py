@@ -555,6 +555,10 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if args.device.startswith("cuda") and torch.cuda.device_count() == 0:
             parser.error(f"argument --device: {args.device!r}, but torch sees no CUDA device on this machine "
                          "(give cpu, or auto)")
+    weights, arch = getattr(args, "weights", None), getattr(args, "arch", "")
+    if weights is not None and not arch.startswith(("timm/", "hf/")):
+        parser.error(f"argument --weights: {arch} is built from scratch and takes no weights (they initialise timm/ "
+                     "and hf/ models)")
     if getattr(args, "radii", None) is not None and getattr(args, "adaptive", True) is False:
         parser.error("argument --radii: the radius grid is settled only by --adaptive certification; give both, "
                      "or neither")

@@ -25,7 +25,9 @@ from dualrs.plugins import DATASETS_GROUP, MODELS_GROUP, plugin_names
 SIGMA_PATTERN = r"[0-9]+(\.[0-9]+)?"
 NAMED_NOISES = ("per_sigma", "mixed")  # values of classifier.noise other than a number
 #: Builders of ``dualrs.models`` (tests keep this equal to its registry; importing it would load torch).
-REGISTRY_ARCHS = ("cifar_resnet110", "cifar_resnet20", "digits_cnn", "digits_mlp")
+REGISTRY_OPTIONS = {"cifar_resnet110": ("depth",), "cifar_resnet20": (), "digits_cnn": ("width",),
+                    "digits_mlp": ("width",)}
+REGISTRY_ARCHS = tuple(sorted(REGISTRY_OPTIONS))
 #: Built-in datasets of ``dualrs.data`` (tests keep this equal to its registry).
 REGISTRY_DATASETS = ("cifar10", "digits", "imagenet")
 #: Folders the report writes beside the experiments' own ``results/<experiment>``.
@@ -290,6 +292,20 @@ def arch_problems(arch: str, key: str) -> list[str]:
             f"{MODELS_GROUP!r} entry point)"]
 
 
+def options_problems(arch: str, options: Mapping[str, Any], key: str) -> list[str]:
+    """A registry architecture's options are keywords of its builder, each a positive integer (timm, transformers
+    and plugin architectures check their own)."""
+    if arch not in REGISTRY_OPTIONS:
+        return []
+    takes = REGISTRY_OPTIONS[arch]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        return [f"config: {key}: {arch} takes no option {', '.join(map(repr, unknown))}; its options: "
+                f"{', '.join(takes) or 'none'}"]
+    return [f"config: {key}.{name}: {value!r} is not a positive integer" for name, value in options.items()
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+
+
 def _timm_problem(name: str, key: str) -> str | None:
     if ":" not in name and timm_names.remembered(name.split(".")[0]):  # no source prefix; the tag aside
         return None
@@ -356,6 +372,10 @@ def _experiment_arch_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
     for i, arch in enumerate(cfg.get("ablations", {}).get("estimator_arch", [])):
         problems += arch_problems(arch, f"{where}.ablations.estimator_arch[{i}]")
     for part in ("classifier", "estimator"):
+        problems += options_problems(cfg[part]["arch"], cfg[part].get("options", {}), f"{where}.{part}.options")
+        if cfg[part].get("weights") is not None and not cfg[part]["arch"].startswith(("timm/", "hf/")):
+            problems.append(f"config: {where}.{part}.weights: {cfg[part]['arch']} is built from scratch and takes no "
+                            "weights (they initialise timm/ and hf/ models)")
         if cfg[part]["arch"].startswith("hf/") and not cfg[part].get("weights"):
             problems.append(f"config: {where}.{part}.arch {cfg[part]['arch']} is built from a Hugging Face model "
                             f"folder: set {where}.{part}.weights")

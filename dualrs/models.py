@@ -12,6 +12,7 @@ Carlini et al. 2023).
 """
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,10 +50,26 @@ def create_model(arch: str, num_classes: int, in_chans: int, **kwargs) -> nn.Mod
     if arch.startswith("hf/"):
         return create_hf_model(arch.removeprefix("hf/"), num_classes, in_chans, **kwargs)
     if arch in _REGISTRY:
-        return _REGISTRY[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return build(arch, _REGISTRY[arch], num_classes, in_chans, kwargs)
     if arch in plugin_names(MODELS_GROUP):
-        return load_plugin(MODELS_GROUP, arch)(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return build(arch, load_plugin(MODELS_GROUP, arch), num_classes, in_chans, kwargs)
     raise ValueError(f"unknown model architecture {arch!r}; known: {', '.join(list_models())}")
+
+
+def build(arch: str, builder: Callable[..., nn.Module], num_classes: int, in_chans: int,
+          options: dict[str, Any]) -> nn.Module:
+    """``builder(num_classes, in_chans, **options)``; an option it does not take, or a value it cannot build
+    with, is one ValueError naming the architecture (not a TypeError from inside the builder)."""
+    parameters = inspect.signature(builder).parameters
+    takes = [name for name in parameters if name not in ("num_classes", "in_chans")]
+    unknown = sorted(set(options) - set(takes))
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        raise ValueError(f"architecture {arch!r} takes no option {', '.join(map(repr, unknown))}; its options: "
+                         f"{', '.join(takes) or 'none'}")
+    try:
+        return builder(num_classes=num_classes, in_chans=in_chans, **options)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"architecture {arch!r} cannot be built with options {options}: {error}") from None
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
@@ -210,6 +227,8 @@ def create_timm_model(
     if weights is not None and Path(weights).is_dir():
         raise ValueError(_folder_for_timm(Path(weights), arch))
     state = read_state_dict(weights) if weights is not None else None  # a bad file is refused before the build
+    if not timm.is_model(name) and timm.models.parse_model_name(name)[0] is None:
+        raise ValueError(f"unknown model architecture {arch!r}: timm {timm.__version__} has no model {name!r}")
     backbone = timm.create_model(name, pretrained=pretrained and weights is None, num_classes=num_classes,
                                  in_chans=in_chans, **timm_kwargs)
     if state is not None:

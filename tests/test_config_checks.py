@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import random
 import re
@@ -14,6 +15,7 @@ from dualrs.config_checks import (
     CIFAR10_SPLITS,
     DIGITS_SAMPLES,
     REGISTRY_ARCHS,
+    REGISTRY_OPTIONS,
     SIGMA_PATTERN,
     config_problems,
     config_warnings,
@@ -306,6 +308,21 @@ def test_registry_archs_are_the_model_registry():
     from dualrs.models import _REGISTRY
 
     assert tuple(sorted(_REGISTRY)) == REGISTRY_ARCHS
+    for arch, builder in _REGISTRY.items():
+        assert REGISTRY_OPTIONS[arch] == tuple(inspect.signature(builder).parameters)[2:], arch
+
+
+@pytest.mark.parametrize("part,changes,message", [
+    ("classifier", {"options": {"bogus": 1}}, "classifier.options: digits_cnn takes no option 'bogus'; its options: width"),
+    ("estimator", {"options": {"width": -1}}, "estimator.options.width: -1 is not a positive integer"),
+    ("estimator", {"options": {"width": 8.5}}, "estimator.options.width: 8.5 is not a positive integer"),
+    ("estimator", {"weights": "ck.safetensors"}, "estimator.weights: digits_cnn is built from scratch and takes no weights"),
+])
+def test_registry_architectures_are_checked_before_a_job_builds_them(part, changes, message):
+    cfg = config()
+    cfg["experiments"]["tiny"][part].update(changes)
+    problems = config_problems(cfg)
+    assert len(problems) == 1 and f"config: experiments.tiny.{message}" in problems[0], problems
 
 
 def test_registry_datasets_are_the_dataset_registry():

@@ -20,6 +20,21 @@ def test_registry_names_known_models_and_rejects_others():
         create_model("nope", 10, 1)
 
 
+
+@pytest.mark.parametrize("arch,options,message", [
+    ("digits_cnn", {"bogus": 1}, "architecture 'digits_cnn' takes no option 'bogus'; its options: width"),
+    ("digits_cnn", {"weights": "w.pth", "reinit_head": True},
+     "architecture 'digits_cnn' takes no option 'reinit_head', 'weights'; its options: width"),
+    ("cifar_resnet20", {"depth": 56}, "architecture 'cifar_resnet20' takes no option 'depth'; its options: none"),
+    ("digits_mlp", {"width": -1}, "architecture 'digits_mlp' cannot be built with options {'width': -1}: "),
+    ("cifar_resnet110", {"depth": 5}, "cannot be built with options {'depth': 5}: cifar_resnet depth must be 6k + 2"),
+    ("timm/not_a_model", {}, "unknown model architecture 'timm/not_a_model': timm "),
+])
+def test_options_a_builder_cannot_take_are_one_error_naming_the_architecture(arch, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        create_model(arch, 10, 1, **options)
+
+
 @pytest.fixture
 def timm_weights(tmp_path):
     torch.manual_seed(0)

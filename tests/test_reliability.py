@@ -558,6 +558,10 @@ def test_cli_settings_that_contradict_each_other_or_the_checkpoint_are_refused(c
                   "--alpha", "0.01", "--device", "cuda"), capsys, 2,
           "argument --device: 'cuda', but torch sees no CUDA device on this machine")
     labels = tmp_path / "labels.tsv"
+    exits(command(c, "train-estimator", tmp_path / "e.safetensors", "--labels", f"0.25={labels}", "--labels",
+                  f"0.5={labels}", "--arch", "digits_cnn", "--weights", str(c.classifier), "--sigma-e", "0.5", "--epochs",
+                  "1", "--batch-size", "8", "--lr", "0.01"), capsys, 2,
+          "argument --weights: digits_cnn is built from scratch and takes no weights")
     exits(command(c, "train-estimator", tmp_path / "e.safetensors", "--labels", f"0.25={labels}", "--arch", "digits_cnn",
                   "--sigma-e", "0.5", "--epochs", "1", "--batch-size", "8", "--lr", "0.01"), capsys, 1,
           "--labels given once; the estimator chooses among at least two sigmas")
