@@ -35,7 +35,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from dualrs.denoise import save_denoiser
-from dualrs.io import read_foreign_state_dict
+from dualrs.models import read_foreign_state_dict
 
 #: Flags of the original scripts that change neither the network's output nor ``x̂0``.
 IGNORED_FLAGS = frozenset({"use_checkpoint", "use_fp16", "timestep_respacing", "use_kl", "rescale_learned_sigmas"})

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import inspect
 import json
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -462,10 +464,57 @@ def to_device(model: nn.Module, device: torch.device | str, source: str) -> nn.M
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file (:func:`dualrs.io.read_foreign_state_dict`, which never unpickles code),
-    with the ``module.``/``_orig_mod.`` prefixes of DDP and torch.compile removed, as timm does."""
+    """Tensors of a checkpoint file (:func:`read_foreign_state_dict`, which never unpickles code), with the
+    ``module.``/``_orig_mod.`` prefixes of DDP and torch.compile removed, as timm does."""
     from timm.models import clean_state_dict
 
-    from dualrs.io import read_foreign_state_dict  # dualrs.io imports this module
-
     return clean_state_dict(read_foreign_state_dict(path, "weights"))
+
+
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")  # wrappers of training checkpoints
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def read_foreign_state_dict(path: Path | str, what: str = "") -> dict[str, torch.Tensor]:
+    """Tensors of a weight file dualrs did not write: ``.safetensors``, else a PyTorch pickle or zip read with
+    ``torch.load(weights_only=True)``, which refuses pickled objects other than tensors and plain containers.
+    A training checkpoint's weights are its ``state_dict_ema``/``model_ema``/``state_dict``/``model`` entry.
+    A file that does not parse, or holds no state dict of tensors, is one ``ValueError`` naming ``what``
+    (what the file is for, e.g. ``"weights"``) and ``path``."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{label} not found")
+    try:
+        if path.suffix == ".safetensors":
+            content = safetensors.torch.load_file(str(path))
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{label} is not a plain tensor checkpoint and is not unpickled (torch.load with "
+                         f"weights_only=True refused it: {_short_cause(error)}); if it holds more than tensors, "
+                         "convert it to .safetensors from a trusted environment") from None
+    except OSError:
+        raise
+    except Exception as error:  # a malformed file fails in either parser with any type: EOFError, RuntimeError, ...
+        cause = "the file is empty" if path.stat().st_size == 0 else _short_cause(error)
+        raise ValueError(f"{label} is not a safetensors or PyTorch checkpoint, or is truncated: {cause}") from None
+    for key in _WRAPPER_KEYS:
+        if isinstance(content, dict) and isinstance(content.get(key), dict):
+            content = content[key]
+            break
+    if not isinstance(content, dict):
+        raise ValueError(f"{label} is not a state dict of tensors: it holds a {type(content).__name__}")
+    others = [k for k, v in content.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise ValueError(f"{label} is not a state dict of tensors: its entry {others[0]!r} is a "
+                         f"{type(content[others[0]]).__name__}")
+    return content
+
+
+def _short_cause(error: Exception) -> str:
+    """The error's type and first informative sentence (torch wraps the cause in advice that is not)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = next((line for line in lines if not line.startswith(_TORCH_ADVICE)), lines[0] if lines else "")
+    text = text.split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

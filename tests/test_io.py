@@ -10,7 +10,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from dualrs.io import load_checkpoint, read_foreign_state_dict, save_checkpoint
+from dualrs.io import load_checkpoint, save_checkpoint
+from dualrs.models import read_foreign_state_dict
 from dualrs.tables import (DUAL_COLUMNS, GLOBAL_COLUMNS, ROUTER_COLUMNS, OutputError, ResumableTable, atomic_file,
                            concat_tables, read_table, resumable_table, row_problem, write_table)
 from dualrs.models import create_model
