@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -21,7 +20,7 @@ from dualrs.host_memory import keep_freed_memory
 from dualrs.settings import (CascadeSettings, DualSettings, EstimatorSettings, FinetuneSettings, RouterSettings,
                              RouteSettings, Sampling, SmoothedSettings, default)
 from dualrs.tables import OutputError, concat_tables
-from dualrs.validation import check_settings
+from dualrs.validation import check_settings, check_writable
 
 K = TypeVar("K", float, str)
 N = TypeVar("N", int, float)
@@ -635,11 +634,10 @@ def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"argument {flag}: {path} is a file; name the folder to write")
     if not folder_flag and path.is_dir():
         parser.error(f"argument {flag}: {path} is a directory; name the file to write")
-    above = next(parent for parent in path.absolute().parents if parent.exists())
-    if not above.is_dir():
-        parser.error(f"argument {flag}: cannot write {path}: {above} is a file, not a folder")
-    if not os.access(above, os.W_OK | os.X_OK):
-        parser.error(f"argument {flag}: cannot write {path}: no permission to write in {above}")
+    try:
+        check_writable(flag, path)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -24,8 +24,9 @@ from matplotlib.colors import to_hex
 from scipy.stats import binomtest
 
 from dualrs.published import published_claims, published_table
-from dualrs.table_checks import CERTIFICATE_KINDS, CERTIFICATE_OPTIONAL_KINDS, read_input_table
+from dualrs.table_checks import CERTIFICATE_KINDS, CERTIFICATE_OPTIONAL_KINDS, TableError, read_input_table
 from dualrs.tables import atomic_file
+from dualrs.validation import check_writable
 
 ORACLE = "oracle over global σ (not a certificate)"
 
@@ -83,6 +84,9 @@ def choice_agreement(routed: Mapping[str, pd.DataFrame], reference: pd.DataFrame
     reference = reference.set_index("idx")
     rows = {}
     for name, frame in routed.items():
+        if column not in frame:
+            raise ValueError(f"method {name!r} records no {column} column, but the reference chose by {column}: "
+                             "compare a router with a router and dual RS with dual RS")
         if frozenset(frame["idx"]) != frozenset(reference.index):
             raise ValueError(f"method {name!r} was certified on other test samples than the reference")
         matched = reference.loc[frame["idx"]]
@@ -490,13 +494,59 @@ def _save(fig: plt.Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def load_methods(paths: Mapping[str, Path | str]) -> dict[str, pd.DataFrame]:
-    """Each method's certificate TSV, checked (:func:`~dualrs.table_checks.read_input_table`)."""
-    return {name: read_certificates(path, name) for name, path in paths.items()}
+GLOBAL_KINDS = CERTIFICATE_KINDS | {"predict": "predict"}  # the oracle prefers a wrong answer to an abstention
+ROUTED_KINDS = CERTIFICATE_KINDS | {"sigma": "sigma_or_empty"}  # dual RS and routers record the σ chosen per input
+FIGURE_KINDS = {"label": "label", "predict": "predict", "r_sigma": "radius", "r_c": "radius"}  # a routed row's figures
 
 
-def read_certificates(path: Path | str, name: str) -> pd.DataFrame:
-    return read_input_table(path, f"the certificates of {name!r}", CERTIFICATE_KINDS, CERTIFICATE_OPTIONAL_KINDS)
+def check_outputs(table: Path, figures: Path | None) -> None:
+    """Refuse, before anything is written, a ``table`` that is not a ``.csv`` name or is a directory, a
+    ``figures`` folder that is a file, and either beneath a file or an unwritable folder."""
+    if table.suffix != ".csv":
+        raise ValueError(f"argument --table: {table} does not end in .csv; name the CSV file to write (the .md, "
+                         ".tex, .json and other tables are written beside it)")
+    if table.is_dir():
+        raise ValueError(f"argument --table: {table} is a directory; name the file to write")
+    if figures is not None and figures.exists() and not figures.is_dir():
+        raise ValueError(f"argument --figures: {figures} is a file; name the folder to write")
+    for flag, path in (("--table", table), ("--figures", figures)):
+        if path is not None:
+            check_writable(flag, path)
+
+
+def report_rows(
+    global_tables: Mapping[float, Path], other_tables: Mapping[str, Path], routed_tables: Mapping[str, Path],
+    figures: bool,
+) -> dict[str, tuple[Path, Mapping[str, str]]]:
+    """The rows of the table in order, name -> (certificate TSV, the columns it needs): the global σ runs
+    (``global σ=SIGMA``), ``other_tables``, then the routed ones (with ``figures``, those their figures
+    draw too). No row at all, or a name given to two rows or to the oracle's, is an error."""
+    if not (global_tables or other_tables or routed_tables):
+        raise ValueError("nothing to report: give at least one --global SIGMA=TSV, --method NAME=TSV or "
+                         "--dual NAME=TSV")
+    groups = [({f"global σ={s:g}": p for s, p in sorted(global_tables.items())}, GLOBAL_KINDS),
+              (other_tables, CERTIFICATE_KINDS), (routed_tables, ROUTED_KINDS | (FIGURE_KINDS if figures else {}))]
+    names = [ORACLE, *(name for group, _ in groups for name in group)]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"row name {', '.join(map(repr, repeated))} given to more than one row (a --global row "
+                         f"is named 'global σ=SIGMA', {ORACLE!r} is the oracle's); name each row once")
+    return {name: (Path(path), kinds) for group, kinds in groups for name, path in group.items()}
+
+
+def load_methods(rows: Mapping[str, tuple[Path | str, Mapping[str, str]]]) -> dict[str, pd.DataFrame]:
+    """Each row's certificate TSV with the columns it needs (name -> kind), checked (:func:`read_certificates`)."""
+    return {name: read_certificates(path, f"the certificates of {name!r}", kinds)
+            for name, (path, kinds) in rows.items()}
+
+
+def read_certificates(path: Path | str, what: str, columns: Mapping[str, str] = CERTIFICATE_KINDS) -> pd.DataFrame:
+    """The certificates at ``path`` (:func:`~dualrs.table_checks.read_input_table`); a table without one
+    is an error."""
+    frame = read_input_table(path, what, columns, CERTIFICATE_OPTIONAL_KINDS)
+    if frame.empty:
+        raise TableError(f"{path} ({what}) holds no certificates")
+    return frame
+
 
 
 def report_experiment(
@@ -516,34 +566,40 @@ def report_experiment(
     :mod:`dualrs.published`), ``<table>_vs_paper.csv/.md`` and the figure ``vs_paper`` compare with it.
     With ``choices_reference`` (a routed certificate TSV), the routed rows get the columns of
     :func:`choice_agreement`.
+
+    Every input (rows, their tables and columns, the output paths) is checked and every table computed
+    before the first file is written: bad input is one :class:`ValueError` that leaves nothing behind.
     """
-    table = Path(table)
-    named_globals = {f"global σ={s:g}": p for s, p in sorted(global_tables.items())}
-    methods = load_methods(named_globals | dict(other_tables) | dict(routed_tables))
+    table, figures = Path(table), None if figures is None else Path(figures)
+    rows = report_rows(global_tables, other_tables, routed_tables, figures is not None)
+    check_outputs(table, figures)
+    methods = load_methods(rows)
+    named_globals = list(rows)[:len(global_tables)]
     by_sigma = {s: methods[name] for s, name in zip(sorted(global_tables), named_globals)}
     if by_sigma:
         methods = {n: methods[n] for n in named_globals} | {ORACLE: oracle_certificates(by_sigma)} | methods
     summary = summary_table(methods, radii)
     if choices_reference is not None:
-        reference = read_certificates(choices_reference, "the choices reference")
+        reference = read_certificates(choices_reference, "the choices reference", ROUTED_KINDS)
         summary = summary.join(choice_agreement({n: methods[n] for n in routed_tables}, reference))
+    choices = choice_shares(methods, [*global_tables, *sigmas])
+    others = [*other_tables, *routed_tables]
+    headroom = headroom_table(summary, named_globals, others) if by_sigma and others else None
+    comparison = None if published is None else vs_paper_table(methods, published, named_globals)
     write_tables(summary, table)
     write_curves(methods, table.with_name(f"{table.stem}_curve.csv"))
-    choices = choice_shares(methods, [*global_tables, *sigmas])
     write_choices(choices, table.with_name(f"{table.stem}_choices.csv"))
     for name in routed_tables:
         if (single := choices.loc[name].drop(ABSTAIN).dropna()).max() == 100:
             warnings.warn(f"{name!r} chose {single.idxmax()} for every test input: it is that single choice "
                           "with extra cost, not a per-input selection", stacklevel=2)
-    rows = [*other_tables, *routed_tables]
-    if by_sigma and rows:
-        write_headroom(headroom_table(summary, list(named_globals), rows), table.with_name(f"{table.stem}_headroom.csv"))
+    if headroom is not None:
+        write_headroom(headroom, table.with_name(f"{table.stem}_headroom.csv"))
+    if comparison is not None:
+        write_vs_paper(comparison, published, table.with_name(f"{table.stem}_vs_paper.csv"))
     if figures is not None:
         plot_figures(methods, list(routed_tables), by_sigma, figures, title)
-    if published is not None:
-        comparison = vs_paper_table(methods, published, list(named_globals))
-        write_vs_paper(comparison, published, table.with_name(f"{table.stem}_vs_paper.csv"))
-        if figures is not None and (comparison["metric"] == "certified accuracy (%)").any():
-            _save(vs_paper_figure(methods, comparison, title), Path(figures) / "vs_paper")
+        if comparison is not None and (comparison["metric"] == "certified accuracy (%)").any():
+            _save(vs_paper_figure(methods, comparison, title), figures / "vs_paper")
     print(summary.round(3).to_string())
     print(choices.round(1).to_string())

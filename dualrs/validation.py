@@ -7,6 +7,7 @@ its arguments without loading either.
 from __future__ import annotations
 
 import math
+import os
 import numbers
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -186,3 +187,13 @@ def check_checkpoint(
         raise ValueError(f"checkpoint {path} was made for {trained[0]}x{trained[1]} inputs, but {what} receives "
                          f"{input_size[0]}x{input_size[1]} inputs: give the data options it was made with "
                          "(e.g. resolution), or train it at this size")
+
+
+def check_writable(flag: str, path: Path) -> None:
+    """``path`` can be written: no folder above it is a file, and the nearest existing one may be written in
+    (ValueError naming ``flag``, the argument that gave the path)."""
+    above = next(parent for parent in Path(path).absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise ValueError(f"argument {flag}: cannot write {path}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ValueError(f"argument {flag}: cannot write {path}: no permission to write in {above}")

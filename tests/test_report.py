@@ -7,6 +7,7 @@ import pytest
 from matplotlib.colors import to_hex
 
 from dualrs import report
+from dualrs.cli import main
 from dualrs.published import published_table
 from dualrs.report import (ORACLE, accuracy_curves, average_certified_radius, certified_accuracy, curves_figure,
                            delta_classifier_radius, headroom_table, latex_table, markdown_table, method_colour,
@@ -238,3 +239,62 @@ def test_report_writes_the_choices_and_warns_of_a_selector_that_chooses_one_sigm
     choices = pd.read_csv(tmp_path / "tables" / "e_choices.csv", index_col="method")
     assert list(choices.index) == [ORACLE, "varied", "constant"]
     assert choices.loc["varied", "abstain"] == pytest.approx(100 / 3, abs=0.05)
+
+
+CERTIFICATES = {"global": "idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t0.3\t1\t0.1\n1\t1\t-1\t0\t0\t0.1\n",
+                "dual": "idx\tlabel\tpredict\tsigma\tradius\tr_sigma\tr_c\tcorrect\ttime\n"
+                        "0\t1\t1\t0.5\t0.3\t0.4\t0.3\t1\t0.1\n1\t1\t-1\t\t0\t0\t0\t0\t0.1\n",
+                "labels": "idx\tlabel\tpredict\tcount\tpA_lower\tradius\tcorrect\n0\t1\t1\t90\t0.8\t0.4\t1\n",
+                "bare": "idx\tradius\tcorrect\n0\t0.3\t1\n1\t0\t0\n", "empty": "idx\tradius\tcorrect\n",
+                "router": "idx\tlabel\tpredict\texpert\tsigma\tradius\tr_sigma\tr_c\tcorrect\ttime\n"
+                          "0\t1\t1\tdds\t0.5\t0.3\t0.4\t0.3\t1\t0.1\n1\t1\t-1\t\t\t0\t0\t0\t0\t0.1\n"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "nothing to report: give at least one --global SIGMA=TSV, --method NAME=TSV or --dual NAME=TSV"),
+    (["--dual", "d={labels}"], "{labels} (the certificates of 'd') lacks the column sigma (its columns: idx, label, "
+                               "predict, count, pA_lower, radius, correct)"),
+    (["--dual", "d={bare}", "--figures", "{tmp}/figures"],
+     "{bare} (the certificates of 'd') lacks the columns sigma, label, predict, r_sigma, r_c"),
+    (["--global", "0.5={bare}"], "{bare} (the certificates of 'global σ=0.5') lacks the column predict"),
+    (["--method", "m={empty}"], "{empty} (the certificates of 'm') holds no certificates"),
+    (["--global", "0.5={global}", "--method", "global σ=0.5={bare}"],
+     "row name 'global σ=0.5' given to more than one row (a --global row is named 'global σ=SIGMA', "
+     f"{ORACLE!r} is the oracle's); name each row once"),
+    (["--method", "d={bare}", "--dual", "d={dual}"], "row name 'd' given to more than one row"),
+    (["--dual", "d={dual}", "--choices-reference", "{bare}"],
+     "{bare} (the choices reference) lacks the column sigma"),
+    (["--dual", "d={dual}", "--choices-reference", "{router}"],
+     "method 'd' records no expert column, but the reference chose by expert"),
+    (["--dual", "d={dual}", "--table", "{tmp}/out/t.txt"],
+     "argument --table: {tmp}/out/t.txt does not end in .csv; name the CSV file to write"),
+    (["--dual", "d={dual}", "--table", "{tmp}/dir.csv"], "argument --table: {tmp}/dir.csv is a directory"),
+    (["--dual", "d={dual}", "--table", "{dual}/t.csv"],
+     "argument --table: cannot write {dual}/t.csv: {dual} is a file, not a folder"),
+    (["--dual", "d={dual}", "--figures", "{global}"], "argument --figures: {global} is a file; name the folder"),
+    (["--dual", "d={dual}", "--figures", "{global}/figures"],
+     "argument --figures: cannot write {global}/figures: {global} is a file, not a folder"),
+])
+def test_report_refuses_bad_input_in_one_line_before_writing_anything(tmp_path, args, message):
+    tables = {name: tmp_path / f"{name}.tsv" for name in CERTIFICATES}
+    for name, text in CERTIFICATES.items():
+        tables[name].write_text(text)
+    (tmp_path / "dir.csv").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    fill = {"tmp": tmp_path, **tables}
+    args = [arg.format(**fill) for arg in args]
+    table = [] if "--table" in args else ["--table", str(tmp_path / "out" / "t.csv")]
+    with pytest.raises(SystemExit) as error:
+        main(["report", *args, "--radii", "0", "0.25", *table, "--published", "cifar10"])
+    assert str(error.value).startswith(f"dualrs report: error: {message.format(**fill)}")
+    assert "\n" not in str(error.value)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_report_notes_an_experiment_without_published_numbers(tmp_path):
+    """The pipeline compares every experiment (digits has no published numbers): a note, not an error."""
+    dual = tmp_path / "dual.tsv"
+    dual.write_text(CERTIFICATES["dual"])
+    table = tmp_path / "t.csv"
+    report.report_experiment({}, {}, {"d": dual}, [0.0], table, None, "t", published="nosuchexp")
+    assert "No published number of 'nosuchexp'" in (tmp_path / "t_vs_paper.md").read_text()
