@@ -315,6 +315,8 @@ def create_hf_model(
     cls = _hf_class(name)
     if weights is None and (config is None or mean is None or std is None):
         raise ValueError(f"{arch} needs weights (a Hugging Face model folder), or config, mean and std")
+    if weights is not None and not (Path(weights) / "config.json").is_file():
+        raise ValueError(f"{weights} is not a Hugging Face model folder (no config.json), which {arch} needs")
     if mean is None or std is None:
         mean, std = _hf_normalization(Path(weights), in_chans)
     if weights is not None:
@@ -340,17 +342,22 @@ def _hf_class(name: str) -> type:
 def _hf_from_folder(cls: type, folder: Path, num_classes: int, reinit_head: bool) -> nn.Module:
     """``cls`` with every weight of a local model folder, its head of ``num_classes`` outputs unless ``reinit_head``."""
     config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"Hugging Face model folder {folder} has no config.json")
-    model_type = json.loads(config_file.read_text()).get("model_type")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{config_file} is not a JSON object: {error}") from None
     if model_type != cls.config_class.model_type:
         raise ValueError(f"{folder} holds a {model_type!r} model, not a {cls.__name__}")
     held = cls.config_class.from_pretrained(str(folder)).num_labels
     if held != num_classes and not reinit_head:
         raise _head_mismatch(folder, held, num_classes)
     head = {"id2label": {i: str(i) for i in range(num_classes)}, "ignore_mismatched_sizes": True} if reinit_head else {}
-    model, info = cls.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32,
-                                      output_loading_info=True, **head)
+    try:
+        model, info = cls.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32,
+                                          output_loading_info=True, **head)
+    except Exception as error:  # transformers and safetensors fail on a bad weight file with many types
+        raise ValueError(f"the weights of Hugging Face model folder {folder} cannot be read, or are truncated: "
+                         f"{_short_cause(error)}") from None
     missing = sorted(k for k in info["missing_keys"] if not (reinit_head and k.startswith(_HF_HEAD)))
     if missing:
         raise ValueError(f"{folder} does not fit {cls.__name__}: missing {missing[:5]}")

@@ -201,6 +201,20 @@ def test_hugging_face_folder_is_checked_like_a_timm_checkpoint(tmp_path):
     assert create_model("hf/ViTForImageClassification", 10, 3, weights=str(folder), mean=[0.5] * 3, std=[0.5] * 3)
 
 
+def test_a_hugging_face_folder_without_config_or_with_broken_weights_is_one_error(tmp_path):
+    folder = tmp_path / "vit"
+    _hf_vit_folder(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    with pytest.raises(ValueError, match=re.escape(f"the weights of Hugging Face model folder {folder} cannot be "
+                                                   "read, or are truncated: ")):
+        create_model("hf/ViTForImageClassification", 10, 3, weights=str(folder))
+    (folder / "config.json").unlink()
+    with pytest.raises(ValueError, match=re.escape(f"{folder} is not a Hugging Face model folder (no config.json), "
+                                                   "which hf/ViTForImageClassification needs")):
+        create_model("hf/ViTForImageClassification", 10, 3, weights=str(folder))
+
+
 def test_fetch_pretrained_stores_a_hugging_face_folder_as_a_rebuildable_checkpoint(tmp_path):
     folder = tmp_path / "vit"
     _hf_vit_folder(folder, num_channels=1)
