@@ -3,7 +3,8 @@ Smoothing", Sec. 3.1; code jh-jeong/smoothing-multiscale, ``certify.py`` and ``t
 the baseline that dual RS is compared with.
 
 Stages k = 0..K−1 smooth the base classifiers at σ_0 > σ_1 > … > σ_{K−1}. Stage k is *confident* in
-class c when p_c ≥ p₀ (p₀ ≥ ½, ``skip_p`` in the authors' code). The cascade outputs the class of the
+class c when p_c ≥ p₀ (p₀ ≥ ½, ``skip_p`` in the authors' code; at p₀ = ½ the bound must exceed ½, as in
+CERTIFY, since p_c = ½ leaves a tie possible). The cascade outputs the class of the
 first confident stage. That output c of stage k stays c within the ℓ2 ball of radius
 
     R = min( σ_k (Φ⁻¹(p̲_c) − Φ⁻¹(p₀)),  min_{j<k} σ_j (Φ⁻¹(p₀) − Φ⁻¹(p̄_{j,¬c})) ),
@@ -215,7 +216,7 @@ class CascadeSmooth:
             votes = StageVotes(sigma, guess, stage.sample_counts(x, n, batch_size, generator))
             level = self.stage_level(alpha, k)
             p_lower = self.guess_lower(votes, level)
-            if p_lower >= self.threshold:
+            if p_lower >= self.threshold and p_lower > 0.5:  # at p0 = ½ as CERTIFY: ½ itself leaves a tie possible
                 radius = self.radius(votes, p_lower, earlier, alpha, k)
                 if radius < 0:
                     return CascadeCertificate(ABSTAIN, math.nan, 0.0, k)

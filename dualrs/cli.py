@@ -542,6 +542,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     metadata records."""
     import torch
 
+    from dualrs.config_checks import REGISTRY_ARCHS
+
     try:
         check_settings(alpha=getattr(args, "alpha", None), beta=getattr(args, "beta", None))
     except ValueError as error:
@@ -555,7 +557,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             parser.error(f"argument --device: {args.device!r}, but torch sees no CUDA device on this machine "
                          "(give cpu, or auto)")
     weights, arch = getattr(args, "weights", None), getattr(args, "arch", "")
-    if weights is not None and not arch.startswith(("timm/", "hf/")):
+    if weights is not None and arch in REGISTRY_ARCHS:
         parser.error(f"argument --weights: {arch} is built from scratch and takes no weights (they initialise timm/ "
                      "and hf/ models)")
     if getattr(args, "radii", None) is not None and getattr(args, "adaptive", True) is False:

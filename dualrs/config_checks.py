@@ -373,7 +373,7 @@ def _experiment_arch_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
         problems += arch_problems(arch, f"{where}.ablations.estimator_arch[{i}]")
     for part in ("classifier", "estimator"):
         problems += options_problems(cfg[part]["arch"], cfg[part].get("options", {}), f"{where}.{part}.options")
-        if cfg[part].get("weights") is not None and not cfg[part]["arch"].startswith(("timm/", "hf/")):
+        if cfg[part].get("weights") is not None and cfg[part]["arch"] in REGISTRY_ARCHS:
             problems.append(f"config: {where}.{part}.weights: {cfg[part]['arch']} is built from scratch and takes no "
                             "weights (they initialise timm/ and hf/ models)")
         if cfg[part]["arch"].startswith("hf/") and not cfg[part].get("weights"):

@@ -250,3 +250,11 @@ def test_published_overstates_at_rate_at_most_its_union_bound(stage_probs):
     bound = cascade(stage_probs).failure_bound(alpha)
     assert certified > trials // 10, "the test needs certificates to check"
     assert overstated <= upper_tolerance(trials, bound), overstated / trials
+
+
+def test_a_lower_bound_of_exactly_one_half_is_not_confident_at_p0_one_half():
+    """2 votes of 2 at level 0.25: p_lower = ½ exactly, where CERTIFY abstains (a tie stays possible)."""
+    single = CascadeSmooth({0.5: ConstantClass(1, 2)}, 2, 0.5, "published")
+    with pytest.warns(UserWarning, match="can never certify"):
+        certificate = single.certify(X, 1, 2, 0.25, 2)
+    assert (certificate.prediction, certificate.radius) == (-1, 0.0)
