@@ -20,7 +20,7 @@ from dualrs.host_memory import keep_freed_memory
 from dualrs.settings import (CascadeSettings, DualSettings, EstimatorSettings, FinetuneSettings, RouterSettings,
                              RouteSettings, Sampling, SmoothedSettings, default)
 from dualrs.tables import OutputError, concat_tables
-from dualrs.validation import check_settings, check_writable
+from dualrs.validation import check_output_path, check_settings
 
 K = TypeVar("K", float, str)
 N = TypeVar("N", int, float)
@@ -32,12 +32,16 @@ if TYPE_CHECKING:
     from dualrs.train import Optim
 
 
-def parsed(text: str, convert: Callable[[str], N], expected: str) -> N:
-    """``convert(text)``, or the argument error saying what was expected (not Python's ``int()`` message)."""
+def parsed(text: str, convert: Callable[[str], N], expected: str, accept: Callable[[N], bool] = lambda _: True) -> N:
+    """``convert(text)`` if it converts and is accepted, else the argument error saying what was expected (not
+    Python's ``int()`` message)."""
     try:
-        return convert(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        value = None
+    if value is None or not accept(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+    return value
 
 
 def number(text: str) -> float:
@@ -45,41 +49,26 @@ def number(text: str) -> float:
 
 
 def positive_float(text: str) -> float:
-    value = parsed(text, float, "a positive number")
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+    return parsed(text, float, "a positive number", lambda value: value > 0 and math.isfinite(value))
 
 
 def nonnegative_float(text: str) -> float:
-    value = parsed(text, float, "a non-negative number")
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text!r}")
-    return value
+    return parsed(text, float, "a non-negative number", lambda value: value >= 0 and math.isfinite(value))
 
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds, as the config's `seed`
 
 
 def seed_value(text: str) -> int:
-    value = parsed(text, int, "an integer in [0, 2^32 - 1]")
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2^32 - 1], got {text!r}")
-    return value
+    return parsed(text, int, "an integer in [0, 2^32 - 1]", lambda value: 0 <= value <= MAX_SEED)
 
 
 def nonnegative_int(text: str) -> int:
-    value = parsed(text, int, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+    return parsed(text, int, "an integer >= 0", lambda value: value >= 0)
 
 
 def positive_int(text: str) -> int:
-    value = parsed(text, int, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+    return parsed(text, int, "a positive integer", lambda value: value >= 1)
 
 
 def setting(name: str) -> Callable[[str], float | int]:
@@ -542,7 +531,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     metadata records."""
     import torch
 
-    from dualrs.config_checks import REGISTRY_ARCHS
+    from dualrs.config_checks import weights_refused
 
     try:
         check_settings(alpha=getattr(args, "alpha", None), beta=getattr(args, "beta", None))
@@ -556,10 +545,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if args.device.startswith("cuda") and torch.cuda.device_count() == 0:
             parser.error(f"argument --device: {args.device!r}, but torch sees no CUDA device on this machine "
                          "(give cpu, or auto)")
-    weights, arch = getattr(args, "weights", None), getattr(args, "arch", "")
-    if weights is not None and arch in REGISTRY_ARCHS:
-        parser.error(f"argument --weights: {arch} is built from scratch and takes no weights (they initialise timm/ "
-                     "and hf/ models)")
+    if getattr(args, "weights", None) is not None and (problem := weights_refused(getattr(args, "arch", ""))):
+        parser.error(f"argument --weights: {problem}")
     if getattr(args, "radii", None) is not None and getattr(args, "adaptive", True) is False:
         parser.error("argument --radii: the radius grid is settled only by --adaptive certification; give both, "
                      "or neither")
@@ -625,19 +612,14 @@ OUTPUT_FOLDERS = {"train-denoiser": "--out", "convert-denoiser": "--out", "prepa
 
 
 def _check_output(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The command's output can be written, checked before any work: a file is not an existing folder and a
-    folder not an existing file, nothing above it is a file, and the nearest existing folder is writable."""
+    """The command's output can be written (:func:`~dualrs.validation.check_output_path`), before any work."""
     folder_flag = OUTPUT_FOLDERS.get(args.command)
     flag = folder_flag or "--out"
     path = getattr(args, flag.removeprefix("--"), None)
     if path is None:
         return
-    if folder_flag and path.exists() and not path.is_dir():
-        parser.error(f"argument {flag}: {path} is a file; name the folder to write")
-    if not folder_flag and path.is_dir():
-        parser.error(f"argument {flag}: {path} is a directory; name the file to write")
     try:
-        check_writable(flag, path)
+        check_output_path(flag, path, folder=folder_flag is not None)
     except ValueError as error:
         parser.error(str(error))
 

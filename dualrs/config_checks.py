@@ -292,6 +292,13 @@ def arch_problems(arch: str, key: str) -> list[str]:
             f"{MODELS_GROUP!r} entry point)"]
 
 
+def weights_refused(arch: str) -> str | None:
+    """Why ``arch`` takes no initial weights: a registry architecture is built from scratch (weights initialise
+    timm/ and hf/ models, and plugins that take them); None where it may."""
+    return (f"{arch} is built from scratch and takes no weights (they initialise timm/ and hf/ models)"
+            if arch in REGISTRY_ARCHS else None)
+
+
 def options_problems(arch: str, options: Mapping[str, Any], key: str) -> list[str]:
     """A registry architecture's options are keywords of its builder, each a positive integer (timm, transformers
     and plugin architectures check their own)."""
@@ -373,9 +380,8 @@ def _experiment_arch_problems(name: str, cfg: Mapping[str, Any]) -> list[str]:
         problems += arch_problems(arch, f"{where}.ablations.estimator_arch[{i}]")
     for part in ("classifier", "estimator"):
         problems += options_problems(cfg[part]["arch"], cfg[part].get("options", {}), f"{where}.{part}.options")
-        if cfg[part].get("weights") is not None and cfg[part]["arch"] in REGISTRY_ARCHS:
-            problems.append(f"config: {where}.{part}.weights: {cfg[part]['arch']} is built from scratch and takes no "
-                            "weights (they initialise timm/ and hf/ models)")
+        if cfg[part].get("weights") is not None and (problem := weights_refused(cfg[part]["arch"])):
+            problems.append(f"config: {where}.{part}.weights: {problem}")
         if cfg[part]["arch"].startswith("hf/") and not cfg[part].get("weights"):
             problems.append(f"config: {where}.{part}.arch {cfg[part]['arch']} is built from a Hugging Face model "
                             f"folder: set {where}.{part}.weights")

@@ -26,7 +26,7 @@ from scipy.stats import binomtest
 from dualrs.published import published_claims, published_table
 from dualrs.table_checks import CERTIFICATE_KINDS, CERTIFICATE_OPTIONAL_KINDS, TableError, read_input_table
 from dualrs.tables import atomic_file
-from dualrs.validation import check_writable
+from dualrs.validation import check_output_path
 
 ORACLE = "oracle over global σ (not a certificate)"
 
@@ -500,18 +500,14 @@ FIGURE_KINDS = {"label": "label", "predict": "predict", "r_sigma": "radius", "r_
 
 
 def check_outputs(table: Path, figures: Path | None) -> None:
-    """Refuse, before anything is written, a ``table`` that is not a ``.csv`` name or is a directory, a
-    ``figures`` folder that is a file, and either beneath a file or an unwritable folder."""
+    """Refuse, before anything is written, a ``table`` that is not a ``.csv`` name, and either output where it
+    cannot be written (:func:`~dualrs.validation.check_output_path`)."""
     if table.suffix != ".csv":
         raise ValueError(f"argument --table: {table} does not end in .csv; name the CSV file to write (the .md, "
                          ".tex, .json and other tables are written beside it)")
-    if table.is_dir():
-        raise ValueError(f"argument --table: {table} is a directory; name the file to write")
-    if figures is not None and figures.exists() and not figures.is_dir():
-        raise ValueError(f"argument --figures: {figures} is a file; name the folder to write")
-    for flag, path in (("--table", table), ("--figures", figures)):
-        if path is not None:
-            check_writable(flag, path)
+    check_output_path("--table", table)
+    if figures is not None:
+        check_output_path("--figures", figures, folder=True)
 
 
 def report_rows(

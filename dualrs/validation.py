@@ -189,10 +189,16 @@ def check_checkpoint(
                          "(e.g. resolution), or train it at this size")
 
 
-def check_writable(flag: str, path: Path) -> None:
-    """``path`` can be written: no folder above it is a file, and the nearest existing one may be written in
-    (ValueError naming ``flag``, the argument that gave the path)."""
-    above = next(parent for parent in Path(path).absolute().parents if parent.exists())
+def check_output_path(flag: str, path: Path, folder: bool = False) -> None:
+    """``path``, given by the argument ``flag``, can be written as a file (or, with ``folder``, a folder): it is
+    not an existing folder (file), no folder above it is a file, and the nearest existing one may be written in
+    (ValueError naming ``flag``)."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"argument {flag}: {path} is a file; name the folder to write")
+    if not folder and path.is_dir():
+        raise ValueError(f"argument {flag}: {path} is a directory; name the file to write")
+    above = next(parent for parent in path.absolute().parents if parent.exists())
     if not above.is_dir():
         raise ValueError(f"argument {flag}: cannot write {path}: {above} is a file, not a folder")
     if not os.access(above, os.W_OK | os.X_OK):
